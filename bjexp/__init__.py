@@ -1,0 +1,1 @@
+"""bjexp: BiomedJourney experiments."""

@@ -1,0 +1,93 @@
+"""The journey manifest: one row per triple (prior study, current study), the contract between all stages.
+
+Synthetic generation and MIMIC ingestion both produce it; registration, training and evaluation read it.
+Stored as CSV (human-readable, diff-able); label and attribute columns are flat so pandas reads them typed.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+from bjexp.io import atomic_write
+
+# Identity and split columns.
+ID_COLUMNS = ["pair_id", "patient_id", "split", "prior_study_id", "current_study_id"]
+# Paths are relative to the manifest's folder (the image store), so a store can move as a whole.
+PATH_COLUMNS = ["prior_path", "current_path"]
+TEXT_COLUMNS = ["text"]  # the progression description the model is conditioned on
+REQUIRED_COLUMNS = ID_COLUMNS + PATH_COLUMNS + TEXT_COLUMNS
+# Optional, by convention: prior_<finding> / current_<finding> labels (1.0 / 0.0 / -1.0 uncertain / NaN blank),
+# attribute columns attr_<name> (e.g. attr_sex, attr_age, attr_race), prior_report / current_report,
+# gap_days, and ground-truth pose columns of the synthetic world (prior_pose_*, current_pose_*).
+SPLITS = ("train", "val", "test")
+
+
+class ManifestError(ValueError):
+    """A manifest that does not satisfy the contract (names the file and the problem)."""
+
+
+def label_columns(df: pd.DataFrame, which: str) -> list[str]:
+    """Finding names that have a `<which>_<finding>` label column (which = prior | current)."""
+    skip = {"path", "study_id", "report", "state"}
+    out = []
+    for c in df.columns:
+        if c.startswith(which + "_"):
+            name = c[len(which) + 1:]
+            if name not in skip and not name.startswith("pose_"):
+                out.append(name)
+    return out
+
+
+def attribute_columns(df: pd.DataFrame) -> list[str]:
+    return [c[len("attr_"):] for c in df.columns if c.startswith("attr_")]
+
+
+def validate(df: pd.DataFrame, source: str | Path = "<manifest>") -> pd.DataFrame:
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ManifestError(f"{source}: missing column(s) {missing}; required: {REQUIRED_COLUMNS}")
+    bad = sorted(set(df["split"]) - set(SPLITS))
+    if bad:
+        raise ManifestError(f"{source}: column 'split' has unknown value(s) {bad}; allowed: {list(SPLITS)}")
+    if df["pair_id"].duplicated().any():
+        dup = df.loc[df["pair_id"].duplicated(), "pair_id"].head(3).tolist()
+        raise ManifestError(f"{source}: duplicate pair_id(s), e.g. {dup}")
+    leaks = df.groupby("patient_id")["split"].nunique()
+    if (leaks > 1).any():
+        raise ManifestError(f"{source}: patient(s) in more than one split, e.g. {leaks[leaks > 1].index[:3].tolist()}")
+    return df
+
+
+def read(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path} (run `python -m bjexp.prepare` first)")
+    try:
+        df = pd.read_csv(path, dtype={"pair_id": str, "patient_id": str, "prior_study_id": str,
+                                      "current_study_id": str, "text": str}, keep_default_na=True)
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path}: not a readable CSV manifest ({e})") from e
+    df["text"] = df["text"].fillna("")
+    df.attrs["root"] = str(path.parent)
+    return validate(df, path)
+
+
+def write(df: pd.DataFrame, path: str | Path) -> Path:
+    validate(df, path)
+    path = Path(path)
+    with atomic_write(path, "w") as f:
+        df.to_csv(f, index=False)
+    return path
+
+
+def file_hash(path: str | Path) -> str:
+    """Content hash of the manifest file (recorded by every run)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def resolve(df: pd.DataFrame, column: str) -> list[Path]:
+    """Absolute paths of an image column (paths are stored relative to the manifest's folder)."""
+    root = Path(df.attrs.get("root", "."))
+    return [p if (p := Path(v)).is_absolute() else root / p for v in df[column]]

@@ -1,0 +1,88 @@
+"""Metric arithmetic shared by both worlds: AUROC, Pearson r, CMIG, and the patient-level bootstrap.
+
+Pure numpy/scipy. Checked against scikit-learn and hand-computed cases in tests/test_stats.py.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable, Mapping
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Binary AUROC (Mann–Whitney U / n0·n1, ties count ½). NaN if a class is absent."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    n1 = int(labels.sum())
+    n0 = labels.size - n1
+    if n1 == 0 or n0 == 0:
+        return math.nan
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def multiclass_auroc(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Macro one-vs-rest AUROC over the classes present (as scikit-learn's multi_class='ovr', average='macro')."""
+    probs = np.asarray(probs)
+    labels = np.asarray(labels).astype(int)
+    vals = [auroc(probs[:, k], labels == k) for k in range(probs.shape[1]) if 0 < (labels == k).sum() < labels.size]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.size < 2 or x.std() == 0 or y.std() == 0:
+        return math.nan
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
+    pred = np.asarray(pred)
+    return float((pred == np.asarray(labels)).mean()) if pred.size else math.nan
+
+
+def cmig(pathology_auroc: float, race_auroc: float, age_r: float) -> tuple[float, bool]:
+    """CMIG = sqrt(P · sqrt(R · A)), inputs as fractions, output in percent.
+
+    Returns (score, clamped): a negative age r is clamped to 0 (the score then is 0) and flagged.
+    """
+    clamped = age_r < 0
+    a = max(age_r, 0.0)
+    return 100.0 * math.sqrt(max(pathology_auroc, 0.0) * math.sqrt(max(race_auroc, 0.0) * a)), clamped
+
+
+def bootstrap(statistic: Callable[[np.ndarray], Mapping[str, float]], groups: np.ndarray, *,
+              n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, dict[str, float]]:
+    """Percentile bootstrap CIs resampling whole groups (patients) with replacement.
+
+    `statistic(rows)` gets row indices and returns named scalars; all scalars of one resample are computed on the
+    same rows, so derived scores (CMIG) get consistent CIs. Returns {name: {value, lo, hi, n_valid}}.
+    """
+    groups = np.asarray(groups)
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
+    point = dict(statistic(np.arange(groups.size)))
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {k: [] for k in point}
+    for _ in range(n_resamples):
+        pick = rng.integers(0, len(uniq), size=len(uniq))
+        rows = np.concatenate([members[g] for g in pick])
+        for k, v in statistic(rows).items():
+            if k in draws:
+                draws[k].append(v)
+    out = {}
+    for k, v in point.items():
+        arr = np.asarray(draws[k], dtype=np.float64)
+        arr = arr[~np.isnan(arr)]
+        if arr.size < 0.5 * n_resamples:  # a statistic undefined in most resamples has no meaningful CI
+            lo = hi = math.nan
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                lo, hi = np.quantile(arr, [alpha / 2, 1 - alpha / 2])
+        out[k] = {"value": float(v), "lo": float(lo), "hi": float(hi), "n_valid": int(arr.size)}
+    return out

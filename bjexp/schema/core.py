@@ -1,0 +1,80 @@
+"""Top-level run config and the small groups every stage shares (paths, trainer, logger)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class PathsConfig:
+    # Caches (synthetic data, tiny pretrained models, latents, registrations, reference features) are shared by
+    # every run and every sweep job; override with BJEXP_CACHE (e.g. a cluster scratch folder).
+    cache_dir: str = "${oc.env:BJEXP_CACHE,${oc.env:HOME}/.cache/bjexp}"
+    # Real weights (SD1.5, CLIP, BiomedCLIP, xrv, Inception); `python -m bjexp.assets verify` lists them.
+    assets_dir: str = "${oc.env:BJEXP_ASSETS,${oc.env:HOME}/.cache/bjexp/assets}"
+    mimic_root: Optional[str] = "${oc.env:MIMIC_CXR_ROOT,null}"
+    # Where this run writes (Hydra's output dir; a reused dir resumes from its last.ckpt).
+    run_dir: str = "${hydra:runtime.output_dir}"
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer arguments (passed through) plus the loop settings bjexp owns."""
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_steps: int = 1000
+    log_every_n_steps: int = 50
+    val_check_interval: Optional[int] = None  # steps; None = validate only at the end
+    limit_val_batches: Any = 1.0
+    gradient_clip_val: Optional[float] = 1.0
+    accumulate_grad_batches: int = 1
+    checkpoint_every_n_steps: int = 500
+    num_workers: int = 0
+    deterministic: bool = False
+    enable_progress_bar: bool = True
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"
+    project: str = "bjexp"
+    entity: Optional[str] = "${oc.env:WANDB_ENTITY,null}"
+    # W&B runs offline unless WANDB_MODE says otherwise (the key comes from the environment, never from config).
+    mode: str = "${oc.env:WANDB_MODE,offline}"
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    paths: Any = MISSING
+    data: Any = MISSING
+    model: Any = MISSING
+    encoder: Any = MISSING
+    registration: Any = MISSING
+    conditioning: Any = MISSING
+    method: Any = MISSING
+    curriculum: Any = MISSING
+    describer: Any = MISSING
+    sampler: Any = MISSING
+    eval: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = MISSING
+    seed: int = 0
+    # Stage-specific inputs (e.g. `python -m bjexp.evaluate run=<dir>`): a previous run directory to read.
+    run: Optional[str] = None
+    # Extra tags recorded with the run (free-form, e.g. the study name set by experiment configs).
+    study: Optional[str] = None
+
+
+cs = ConfigStore.instance()
+cs.store(name="base_config", node=Config)
+cs.store(group="paths", name="base_paths", node=PathsConfig)
+cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
+cs.store(group="logger", name="base_logger", node=LoggerConfig)
