@@ -58,7 +58,7 @@ class OpenClipTextEncoder(TextEncoder):
                 raise MissingWeightsError(f"HF text-tower config {path / 'config.json'}", "BERT config.json missing")
             text_cfg["hf_model_name"] = str(path)
             text_cfg["hf_model_pretrained"] = False
-        model = open_clip.create_model(f"local-dir:{path}", text_cfg=text_cfg, load_weights=True)
+        model = open_clip.create_model(f"local-dir:{path}", text_cfg=text_cfg, load_weights=True, pretrained_hf=False)
         self.tokenizer = open_clip.get_tokenizer(f"local-dir:{path}", context_length=max_length)
         self.text = model.text if hasattr(model, "text") else None
         if self.text is None:

@@ -68,7 +68,7 @@ def build_tiny_encoder(enc: DictConfig, manifest_df, image_size: int, cache_dir:
         cfg = _model_cfg(enc, image_size, tmp)
         (tmp / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}, indent=2))
         torch.manual_seed(seed)
-        model = open_clip.create_model(f"local-dir:{tmp}", load_weights=False)
+        model = open_clip.create_model(f"local-dir:{tmp}", load_weights=False, pretrained_hf=False, output_dict=True)
         tok = open_clip.get_tokenizer(f"local-dir:{tmp}")
         ids = tok(texts)
         loss_fn = open_clip.ClipLoss()

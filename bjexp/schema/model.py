@@ -10,17 +10,19 @@ from omegaconf import MISSING
 
 @dataclass
 class TinyVAEConfig:
-    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    # 4 blocks = 8x downsampling (SD's ratio): 64 px images -> 8x8x4 latents.
+    block_out_channels: list[int] = field(default_factory=lambda: [8, 16, 32, 32])
+    norm_num_groups: int = 8
     latent_channels: int = 4
-    train_steps: int = 1500
-    batch_size: int = 64
+    train_steps: int = 600
+    batch_size: int = 32
     lr: float = 2e-3
     kl_weight: float = 1e-6
 
 
 @dataclass
 class TinyUNetConfig:
-    block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     layers_per_block: int = 1
     attention_head_dim: int = 32
     norm_num_groups: int = 16
