@@ -60,7 +60,8 @@ def _int_ids(df: pd.DataFrame, path: Path, cols: list[str]) -> None:
 
 
 def _bad(path: Path, col: str, df: pd.DataFrame, bad_idx, expected: str) -> str:
-    ex = ", ".join(f"line {i + 2}: {df.at[i, col]!r}" for i in bad_idx[:3])
+    vals = [df.at[i, col] for i in bad_idx[:3]]
+    ex = ", ".join(f"line {i + 2}: {v.item() if hasattr(v, 'item') else v!r}" for i, v in zip(bad_idx, vals))
     return f"{path}: column {col!r} has {len(bad_idx)} value(s) that are not {expected} (e.g. {ex})"
 
 
