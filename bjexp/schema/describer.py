@@ -14,7 +14,8 @@ class LabelsDescriberConfig:
     name: str = "labels"
     # Uncertain (-1) labels: uncertain (worded 'possible') | positive | negative.
     uncertain: str = "uncertain"
-    # Blank (not mentioned) labels: absent (CheXpert convention) | skip (no claim about that finding).
+    # Blank (not mentioned) labels: absent (CheXpert convention) | unknown (blank in the current study: no claim
+    # about that finding, so no 'resolved X' just because the new report did not mention X).
     blank: str = "absent"
     # Findings described, in this order (canonical xrv names); empty = all but 'No Finding'.
     findings: list[str] = field(default_factory=list)

@@ -10,13 +10,14 @@ from bjexp.data.describers import FindingState, describe, state_from_label
 from bjexp.data.findings import CHEXPERT_TO_CANONICAL
 
 POLICIES_UNCERTAIN = ("uncertain", "positive", "negative")
-POLICIES_BLANK = ("absent", "skip")
+POLICIES_BLANK = ("absent", "unknown")
 
 
 class LabelsDescriber:
     """Uncertain (-1): `uncertain` keeps it ('possible ...'), or counts it positive / negative.
-    Blank (not mentioned): `absent` (CheXpert convention), or `skip` (say nothing about a finding blank in either
-    study). A study without any label is a per-row failure, not 'no change'."""
+    Blank (not mentioned): `absent` (CheXpert convention), or `unknown`: a finding blank in the current study is
+    not described (an unmentioned finding may persist: no 'resolved X' claim); blank in the prior counts as absent.
+    A study without any label is a per-row failure, not 'no change'."""
 
     needs_reports = False
 
@@ -32,7 +33,7 @@ class LabelsDescriber:
         self.uncertain, self.blank, self.findings = uncertain, blank, tuple(findings)
 
     def states(self, prior: float, current: float) -> tuple[FindingState | None, FindingState | None]:
-        if self.blank == "skip" and (_blank(prior) or _blank(current)):
+        if self.blank == "unknown" and _blank(current):
             return None, None
         return state_from_label(prior, self.uncertain), state_from_label(current, self.uncertain)
 

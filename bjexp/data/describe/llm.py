@@ -24,7 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from bjexp.data.describe import result
 from bjexp.io import atomic_write
+from bjexp.schema.describer import LLMDescriberConfig
 
+_DEFAULT = LLMDescriberConfig()
 log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -37,7 +39,7 @@ class LLMDescriber:
     needs_reports = True
 
     def __init__(self, endpoint: str, model: str, cache_dir: str | Path, *, api_key_env: str = "BJEXP_LLM_API_KEY",
-                 auth: str = "bearer", system_prompt: str = "", prompt: str = "{prior}\n{current}",
+                 auth: str = "bearer", system_prompt: str = _DEFAULT.system_prompt, prompt: str = _DEFAULT.prompt,
                  temperature: float = 0.0, max_tokens: int = 96, concurrency: int = 4, max_retries: int = 6,
                  backoff_s: float = 1.0, backoff_max_s: float = 60.0, timeout_s: float = 60.0,
                  request_budget: int = 50000):
