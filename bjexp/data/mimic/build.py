@@ -35,7 +35,7 @@ RUNTIME_KEYS = {"data": {"images"}, "describer": {"concurrency", "max_retries", 
 
 
 def _plain(cfg, drop: set[str]) -> dict:
-    d = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else dict(cfg)
+    d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     return {k: v for k, v in d.items() if k not in drop}
 
 

@@ -24,32 +24,44 @@ VIEW_CODE_MEANING = {
 }
 
 
+def _codes_and_names(col: pd.Series) -> tuple[np.ndarray, list[str]]:
+    c = col.astype("category")
+    return c.cat.codes.to_numpy(), [str(x) for x in c.cat.categories]
+
+
 def select_images(meta: pd.DataFrame, views: list[str], counts: Counts, from_code_meaning: bool = True) -> pd.DataFrame:
-    """Image rows -> one row per study with an allowed view (columns of `meta` + view resolved)."""
+    """Image rows -> one row per study with an allowed view (columns of `meta` + view resolved).
+
+    Works on category codes (a handful of view names), never on 377k strings, to stay fast."""
     views = [v.upper() for v in views]
     counts.read["images"] = len(meta)
     counts.read["studies"] = int(meta["study_id"].nunique())
     counts.read["patients"] = int(meta["subject_id"].nunique())
-    view = meta["view"].astype(object).to_numpy()
-    blank = view == ""
+    codes, names = _codes_and_names(meta["view"])
+    rank_of = np.array([views.index(n) if n in views else np.nan for n in names] + [np.nan])
+    rank = rank_of[codes]  # code -1 (NaN category) -> last entry
+    blank = np.isin(codes, [i for i, n in enumerate(names) if n == ""] + [-1])
     if from_code_meaning and blank.any():
-        recovered = pd.Series(meta["view_code"].astype(object).to_numpy()[blank]).map(VIEW_CODE_MEANING).fillna("")
-        view = view.copy()
-        view[blank] = recovered.to_numpy()
+        vc_codes, vc_names = _codes_and_names(meta["view_code"])
+        recovered_of = np.array([VIEW_CODE_MEANING.get(n, "") for n in vc_names] + [""], dtype=object)
+        recovered = recovered_of[vc_codes[blank]]
         counts.notes["images: blank ViewPosition recovered from ViewCodeSequence_CodeMeaning"] = int(
             (recovered != "").sum())
-    still_blank = view == ""
-    counts.remove("images", "blank ViewPosition (unrecoverable)", still_blank.sum())
-    rank = pd.Series(view).map({v: i for i, v in enumerate(views)}).to_numpy()
+        rank[blank] = np.array([views.index(v) if v in views else np.nan for v in recovered])
+        blank[np.flatnonzero(blank)[recovered != ""]] = False
+    counts.remove("images", "blank ViewPosition (unrecoverable)", blank.sum())
     keep = ~np.isnan(rank)
-    counts.remove("images", f"view not in {views}", (~keep & ~still_blank).sum())
-    sel = meta.loc[keep].assign(view=view[keep], _rank=rank[keep])
-    sel = sel.sort_values(["study_id", "_rank", "dicom_id"], kind="stable")
-    first = ~sel["study_id"].duplicated()
-    counts.remove("images", "extra image of a study (kept the first by view rank, dicom_id)", (~first).sum())
-    sel = sel.loc[first].drop(columns="_rank")
-    counts.remove("studies", f"no image with a view in {views}", counts.read["studies"] - len(sel))
-    return sel
+    counts.remove("images", f"view not in {views}", (~keep & ~blank).sum())
+    sel = meta.loc[keep].assign(view=np.array(views, dtype=object)[rank[keep].astype(int)], _rank=rank[keep])
+    # per study: the best-ranked view, then the lowest dicom_id (strings sorted only where a study has a tie)
+    sel = sel.loc[sel["_rank"].to_numpy() == sel.groupby("study_id")["_rank"].transform("min").to_numpy()]
+    tie = sel["study_id"].duplicated(keep=False).to_numpy()
+    first = pd.concat([sel.loc[~tie], sel.loc[tie].sort_values("dicom_id").drop_duplicates("study_id")])
+    counts.remove("images", "extra image of a study (kept the first by view rank, dicom_id)",
+                  int(keep.sum()) - len(first))
+    first = first.drop(columns="_rank")
+    counts.remove("studies", f"no image with a view in {views}", counts.read["studies"] - len(first))
+    return first
 
 
 def order_studies(studies: pd.DataFrame, counts: Counts) -> pd.DataFrame:

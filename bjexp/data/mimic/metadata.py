@@ -106,8 +106,10 @@ def read_metadata(root: str | Path) -> pd.DataFrame:
 def _clean_category(s: pd.Series) -> pd.Categorical:
     """Category column -> stripped upper-case strings with blanks as '' (work on the few categories, not the rows)."""
     s = s.astype("category")
-    cats = np.append(s.cat.categories.astype(str).str.strip().str.upper().to_numpy(dtype=object), "")
-    return pd.Categorical(cats[s.cat.codes.to_numpy()])  # code -1 (blank) -> ''
+    names = [str(c).strip().upper() for c in s.cat.categories] + [""]
+    uniq = list(dict.fromkeys(names))
+    remap = np.array([uniq.index(n) for n in names], dtype=np.int32)
+    return pd.Categorical.from_codes(remap[s.cat.codes.to_numpy()], categories=uniq)  # code -1 (blank) -> ''
 
 
 def read_labels(root: str | Path, source: str = "chexpert") -> pd.DataFrame:
@@ -117,10 +119,12 @@ def read_labels(root: str | Path, source: str = "chexpert") -> pd.DataFrame:
     path = find_csv(root, source)
     df = _read(path, ["subject_id", "study_id", *LABEL_COLUMNS], dtype={c: "float32" for c in LABEL_COLUMNS})
     _int_ids(df, path, ["study_id"])
-    for c in LABEL_COLUMNS:
-        bad = df.index[~(df[c].isna() | df[c].isin([1.0, 0.0, -1.0]))]
-        if len(bad):
-            raise MimicFormatError(_bad(path, c, df, bad, "labels 1.0 / 0.0 / -1.0 / blank"))
+    v = df[LABEL_COLUMNS].to_numpy()
+    ok = np.isnan(v) | (v == 1) | (v == 0) | (v == -1)
+    if not ok.all():
+        col = int(np.flatnonzero(~ok.all(axis=0))[0])
+        bad = df.index[~ok[:, col]]
+        raise MimicFormatError(_bad(path, LABEL_COLUMNS[col], df, bad, "labels 1.0 / 0.0 / -1.0 / blank"))
     if df["study_id"].duplicated().any():
         raise MimicFormatError(f"{path}: column 'study_id' has duplicates, e.g. "
                                f"{df.loc[df['study_id'].duplicated(), 'study_id'].head(3).tolist()}")
