@@ -77,6 +77,15 @@ def generate(root: Path, seed: int = 0) -> None:
         root / "mimic-cxr-2.0.0-split.csv.gz", index=False)
 
 
+def peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: ru_maxrss survives execve, so a child would inherit the
+    peak of the (big) parent that forked it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(kind: str, root: Path) -> None:
     """One measurement in this fresh process: imports timed apart from the work (prepare has them loaded anyway)."""
     t0 = time.perf_counter()
@@ -103,7 +112,7 @@ def child(kind: str, root: Path) -> None:
                 "torch_imported": "torch" in sys.modules}
     info["seconds"] = time.perf_counter() - t1
     info["import_seconds"] = t1 - t0
-    info["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    info["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(info))
 
 
@@ -116,8 +125,7 @@ def _run_child(*args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(kind: str, root: Path, repeats: int) -> dict:
-    runs = [_run_child(kind, str(root)) for _ in range(repeats)]
+def summarize(runs: list[dict]) -> dict:
     return {**runs[-1], "seconds": statistics.median(r["seconds"] for r in runs),
             "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs),
             "import_seconds": statistics.median(r["import_seconds"] for r in runs),
@@ -168,13 +176,20 @@ def main() -> None:
         if a.child[0] == "images":
             return print(json.dumps(image_throughput(int(a.child[1]))))
         return child(a.child[0], Path(a.child[1]))
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t = time.perf_counter()
         generate(root)
         gen_s = time.perf_counter() - t
-        res = {kind: measure(kind, root, a.repeats) for kind in ("bare", "journeys", "official")}
+        kinds = ("bare", "journeys", "official")
+        runs: dict[str, list] = {k: [] for k in kinds}
+        for _ in range(a.repeats):  # interleaved, so a busy neighbour slows every job alike
+            for k in kinds:
+                runs[k].append(_run_child(k, str(root)))
+        res = {k: summarize(v) for k, v in runs.items()}
     res["images_per_s_per_core"] = _run_child("images", str(a.images))
+    res["load_avg_at_start"] = round(load, 2)
     res["ratio_journeys_to_bare"] = round(res["journeys"]["seconds"] / res["bare"]["seconds"], 2)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
@@ -191,8 +206,8 @@ def main() -> None:
     b, j, o, im = res["bare"], res["journeys"], res["official"], res["images_per_s_per_core"]
     md = f"""# MIMIC-CXR metadata -> journeys, image preprocessing
 
-Command: `{res['command']}` (medians of {a.repeats} fresh processes; peak RSS = the process's ru_maxrss)
-Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, pandas {pd.__version__}
+Command: `{res['command']}` (medians of {a.repeats} fresh processes, jobs interleaved; peak RSS = the process's VmHWM)
+Machine: {cpu}, {os.cpu_count()} cores (shared; load average at start {res['load_avg_at_start']}), Python {platform.python_version()}, pandas {pd.__version__}
 Data: generated MIMIC-scale CSVs ({N_IMAGES:,} images, {N_STUDIES:,} studies, {N_PATIENTS:,} patients, gzipped)
 
 | job | median s (work) | median s (imports) | peak RSS MiB | result |

@@ -46,7 +46,7 @@ def build_manifest(cfg: DictConfig) -> Path:
     if not src.is_file():
         raise RealPairsError(f"{src}: not found (data.root should hold pairs.csv)")
     store_dir = Path(cfg.paths.cache_dir).expanduser() / "real_pairs" / config_hash(str(root.resolve()), d.image_size)
-    plain = {k: v for k, v in OmegaConf.to_container(d, resolve=True).items() if k != "images"}
+    plain = {k: v for k, v in OmegaConf.to_container(d, resolve=True).items() if k != "workers"}
     out = store_dir / f"manifest-{config_hash(plain, files_hash([src]))}.csv"
     if out.is_file():
         return out
@@ -55,7 +55,7 @@ def build_manifest(cfg: DictConfig) -> Path:
     if missing:
         raise RealPairsError(f"{src}: missing column(s) {missing}")
     files = pd.unique(pd.concat([pairs["prior_file"], pairs["current_file"]]))
-    res = build_store([(_key(f), root / f) for f in files], store_dir, d.image_size, workers=d.images.workers)
+    res = build_store([(_key(f), root / f) for f in files], store_dir, d.image_size, workers=d.workers)
     if res.failed:
         with atomic_write(store_dir / "failed_images.csv", "w") as f:
             pd.DataFrame(res.failed, columns=["key", "source", "reason"]).to_csv(f, index=False)

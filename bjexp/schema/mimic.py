@@ -59,7 +59,7 @@ class RealPairsDataConfig:
     # Folder that holds pairs.csv (+ mhh_covid19/metadata.csv for sex/age).
     root: Optional[str] = "${oc.env:BJEXP_REAL_CXR,null}"
     image_size: int = 256
-    images: ImageStoreConfig = field(default_factory=ImageStoreConfig)
+    workers: int = 2  # image preprocessing threads
     val_fraction: float = 0.15
     test_fraction: float = 0.3
     split_seed: int = 0

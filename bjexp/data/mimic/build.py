@@ -87,7 +87,8 @@ def build_manifest(cfg: DictConfig) -> Path:
     described = describer(pairs)
     failed = described["text_error"].notna()
     counts.remove("pairs", f"describer={cfg.describer.name} could not make a text", failed.sum())
-    for reason, n in described.loc[failed, "text_error"].value_counts().items():
+    # reasons grouped by their head ('gave up after 7 attempts; last: HTTP 500: <body>' -> 'gave up after 7 attempts')
+    for reason, n in described.loc[failed, "text_error"].str.split(";").str[0].str[:80].value_counts().items():
         counts.notes[f"describer failure: {reason}"] = int(n)
     _write_csv(out.with_suffix(".describer_failures.csv"),
                pairs.loc[failed, ["subject_id", "prior_study_id", "current_study_id"]].assign(
