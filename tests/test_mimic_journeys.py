@@ -209,3 +209,62 @@ def test_metadata_to_journeys_does_not_import_torch(tree):
             f"p = build_pairs(__import__('pathlib').Path({str(tree)!r}), OmegaConf.structured(MimicDataConfig), Counts());"
             "assert len(p) == 11 - 1, len(p); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_llm_describer_end_to_end(tree, tmp_path):
+    from chat_server import FakeChatServer
+
+    with FakeChatServer() as server:
+        server.script = [429]
+        path = build(tree, tmp_path, "describer=llm", f"describer.endpoint={server.url}", "describer.model=m",
+                     "describer.backoff_s=0.001")
+        df = manifest.read(path)
+        # the prompt carries both reports' FINDINGS/IMPRESSION (PHI removed); the answer echoes the current one
+        row = keyed(df)[(19000033, 59000002, 59000003)]
+        assert row.text == "CHANGE[FINDINGS: The right lower lobe opacity has cleared.]"
+        prompts = [r["messages"][-1]["content"] for r in server.requests]
+        assert any("Prior report:\nFINDINGS: Right lower lobe opacity. IMPRESSION: Right lower lobe pneumonia." in p
+                   for p in prompts)
+        assert not any("___" in p for p in prompts)
+        fails = pd.read_csv(path.with_suffix(".describer_failures.csv"))
+        # no report text on one side (missing file, or neither FINDINGS nor IMPRESSION): never sent
+        assert sorted(fails["current_study_id"]) == [50414267, 51000003, 53189527]
+        n = len(server.requests)
+        assert build(tree, tmp_path / "other-cache", "describer=llm", f"describer.endpoint={server.url}",
+                     "describer.model=m", f"describer.cache_dir={tmp_path / 'llm'}") != path
+        assert len(server.requests) == n  # a fresh manifest cache, the same LLM cache: nothing paid twice
+
+
+@pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "real-cxr" / "singles").is_dir(),
+                    reason="real CXR test data (../shared/data/real-cxr) not found")
+def test_dicom_source_and_metadata_only(tree, tmp_path):
+    import shutil
+
+    import pydicom
+
+    dcm = next((REPO.parent / "shared" / "data" / "real-cxr" / "singles").glob("*.dcm"))
+    root = tmp_path / "mimic-dicom"
+    shutil.copytree(tree, root, ignore=shutil.ignore_patterns("*.jpg"))
+    for jpg in tree.rglob("*.jpg"):
+        target = root / jpg.relative_to(tree).with_suffix(".dcm")
+        if jpg.stat().st_size > 100:  # keep the corrupt one corrupt
+            shutil.copy(dcm, target)
+        else:
+            target.write_bytes(b"not a dicom")
+    mono1 = root / "files/p10/p10000032/s53911762/68b5c4b1-227d0485-9cc38c3f-7b84ab51-4b472714.dcm"
+    ds = pydicom.dcmread(mono1)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(mono1)
+    df = manifest.read(build(root, tmp_path / "c", "data.images.format=dicom"))
+    assert set(keyed(df)) == {e[:3] for e in EXPECTED}
+    r = keyed(df)[(10000032, 53189527, 53911762)]
+    a, b = (np.asarray(Image.open(p), dtype=int) for p in manifest.resolve(df.loc[[r.Index]], "prior_path")
+            + manifest.resolve(df.loc[[r.Index]], "current_path"))
+    assert np.abs(a + b - 255).max() <= 2  # the MONOCHROME1 copy is stored inverted back
+    # images.enabled=false: no pixels, paths point at the sources (relative to the manifest folder)
+    path = build(tree, tmp_path / "d", "data.images.enabled=false")
+    df = manifest.read(path)
+    assert all(p.resolve().is_file() and p.suffix == ".jpg" for p in manifest.resolve(df, "prior_path"))
+    assert "prior_image_hash" not in df
+    # without pixels only existence is checked: the pair with the corrupt JPEG stays, the missing one goes
+    assert set(keyed(df)) == {e[:3] for e in EXPECTED} | {(15000077, 55000001, 55000002)}
