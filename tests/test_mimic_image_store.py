@@ -3,7 +3,6 @@ real radiographs from ../shared/data/real-cxr; the data=real_pairs adapter."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -107,8 +106,9 @@ def test_store_real_images_resumable_with_failures_listed(tmp_path):
 @needs_real
 def test_real_pairs_adapter(tmp_path):
     cfg = compose(["data=real_pairs", f"data.root={REAL}", f"paths.cache_dir={tmp_path}", "data.image_size=32"])
-    from bjexp.data.real_pairs import build_manifest
+    from hydra.utils import get_method
 
+    build_manifest = get_method(cfg.data.builder)
     path = build_manifest(cfg)
     df = manifest.read(path)
     src = pd.read_csv(REAL / "pairs.csv", dtype={"patient_id": str})

@@ -28,9 +28,12 @@ def tree(tmp_path_factory) -> Path:
 
 
 def build(tree: Path, cache: Path, *extra: str) -> Path:
+    """As `python -m bjexp.prepare data=mimic ...` does: compose, then call the configured builder."""
+    from hydra.utils import get_method
+
     cfg = compose(["data=mimic", f"paths.mimic_root={tree}", f"paths.cache_dir={cache}", "data.image_size=16",
                    "data.val_fraction=0", *extra])
-    return build_manifest(cfg)
+    return get_method(cfg.data.builder)(cfg)
 
 
 def keyed(df: pd.DataFrame) -> dict[tuple, pd.Series]:
@@ -81,7 +84,7 @@ def test_every_filter_reason_is_counted(tree, tmp_path):
         "studies: same patient and timestamp as a kept study (kept the lowest study_id)": 1,
         "patients: only one usable study (no pair)": 1,
         "pairs: gap < min_gap_days=0": 0,
-        "pairs: patient folder not in ['p10']..['p19']": 1,
+        "pairs: patient folder not in train/val p10..p18 or test p19": 1,
         "pairs: prior or current image missing or corrupt (see failed_images.csv)": 2,
         "pairs: describer=labels could not make a text": 1,
     }
@@ -117,6 +120,11 @@ def test_gap_bounds(tree, tmp_path):
     assert set(keyed(df)) == {e[:3] for e in EXPECTED} - short - long
     c = Counts.load(next(tmp_path.rglob("*.counts.json")))
     assert c.removed["pairs: gap < min_gap_days=2"] == 1 and c.removed["pairs: gap > max_gap_days=400"] == 1
+
+
+def test_limit_patients(tree, tmp_path):
+    df = manifest.read(build(tree, tmp_path, "data.limit_patients=2"))  # the two lowest subject ids
+    assert set(keyed(df)) == {e[:3] for e in EXPECTED if e[0] in (10000032, 11000011)}
 
 
 def test_official_split_and_negbio(tree, tmp_path):

@@ -13,6 +13,7 @@ Output, under <paths.cache_dir>/mimic/<store key>/ (the store key: source folder
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -201,8 +202,6 @@ def _store(items, store_dir: Path, d: DictConfig):
 
 
 def _relpath(p: Path, start: Path) -> str:
-    import os
-
     return os.path.relpath(p, start)
 
 

@@ -39,7 +39,9 @@ def by_patient_folder(pairs: pd.DataFrame, counts: Counts, trainval_folders: lis
     split[tv & is_val] = "val"
     split[tv & ~is_val] = "train"
     outside = split == ""
-    counts.remove("pairs", f"patient folder not in {trainval_folders[:1]}..{test_folders}", outside.sum())
+    tv = f"{trainval_folders[0]}..{trainval_folders[-1]}" if trainval_folders else "none"
+    counts.remove("pairs", f"patient folder not in train/val {tv} or test {','.join(test_folders) or 'none'}",
+                  outside.sum())
     return pairs.loc[~outside].assign(split=split[~outside])
 
 
