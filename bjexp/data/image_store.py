@@ -2,8 +2,8 @@
 
 Preprocessing: grey; aspect-preserving resize so the shorter side is `size` (area interpolation), then a center
 crop to size x size; never a flip (laterality). JPEGs are decoded at a reduced scale when the image is large
-enough (libjpeg DCT scaling through PIL's draft mode: several times faster than a full decode + resize). DICOM: modality + VOI LUT,
-MONOCHROME1 inverted so that bone is bright, min-max to 8 bits.
+enough (libjpeg DCT scaling through PIL's draft mode: several times faster than a full decode + resize).
+DICOM: modality + VOI LUT, MONOCHROME1 inverted so that bone is bright, min-max to 8 bits.
 
 The store is resumable: files are written atomically (temp + rename) and an existing file is reused, so a killed
 prepare continues where it stopped. A corrupt or missing source is recorded (key, path, reason) and skipped.

@@ -21,8 +21,8 @@ REQUIRED_COLUMNS = ID_COLUMNS + PATH_COLUMNS + TEXT_COLUMNS
 # Optional, by convention: prior_<finding> / current_<finding> labels (1.0 / 0.0 / -1.0 uncertain / NaN blank),
 # attribute columns attr_<name> (e.g. attr_sex, attr_age, attr_race), prior_report / current_report,
 # gap_days, and ground-truth pose columns of the synthetic world (prior_pose_*, current_pose_*).
-# Real data (bjexp.data.mimic) adds prior_/current_dicom_id, prior_/current_view, prior_/current_date and prior_/current_image_hash
-# (sha256 of the stored PNG, 16 hex), and writes `<manifest>.counts.json` (rows read / removed / per split) beside it.
+# Real data (bjexp.data.mimic) adds prior_/current_ dicom_id, view, date and image_hash (sha256 of the stored PNG,
+# 16 hex), and writes `<manifest>.counts.json` (rows read / removed / per split) beside the manifest.
 SPLITS = ("train", "val", "test")
 
 

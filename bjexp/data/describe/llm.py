@@ -118,11 +118,12 @@ class LLMDescriber:
         for c in ("prior_report", "current_report"):
             if c not in pairs:
                 raise ValueError(f"describer=llm: pairs lack column {c!r} (reports were not loaded)")
-        bodies = [self.body(p, c) for p, c in zip(pairs["prior_report"].fillna(""), pairs["current_report"].fillna(""))]
+        texts = list(zip(pairs["prior_report"].fillna(""), pairs["current_report"].fillna("")))
+        bodies = [self.body(p, c) for p, c in texts]
         keys = [self.key(b) for b in bodies]
         answers: dict[str, tuple[str | None, str | None]] = {}
         todo: dict[str, dict] = {}
-        for k, b, (p, c) in zip(keys, bodies, zip(pairs["prior_report"].fillna(""), pairs["current_report"].fillna(""))):
+        for k, b, (p, c) in zip(keys, bodies, texts):
             if k in answers or k in todo:
                 continue
             if not p or not c:

@@ -210,7 +210,8 @@ def to_manifest(pairs: pd.DataFrame) -> pd.DataFrame:
 
     subj = pairs["subject_id"].astype(str)
     df = pd.DataFrame({
-        "pair_id": "p" + subj + "_s" + pairs["prior_study_id"].astype(str) + "_s" + pairs["current_study_id"].astype(str),
+        "pair_id": ("p" + subj + "_s" + pairs["prior_study_id"].astype(str)
+                    + "_s" + pairs["current_study_id"].astype(str)),
         "patient_id": subj,
         "split": pairs["split"],
         "prior_study_id": pairs["prior_study_id"].astype(str),
