@@ -81,7 +81,8 @@ def generate(cfg: DictConfig, data, module, run_dir: Path) -> Path:
             gens = [pair_generator(p, cfg.seed, device) for p in pids]
             lat = sample(module.unet, scheduler, module.scheme, prior, text, module.null, steps=s.steps,
                          image_guidance=s.image_guidance, text_guidance=s.text_guidance, generators=gens,
-                         latent_channels=vae.config.latent_channels)
+                         latent_channels=vae.config.latent_channels, init=prior * module.scaling,
+                         strength=module.scheme.strength or 1.0)
             imgs = vae.decode(lat / module.scaling).sample
             if imgs.shape[1] == 3:
                 imgs = imgs.mean(1, keepdim=True)

@@ -93,14 +93,56 @@ def per_device_batch(cfg: DictConfig) -> int:
     return per
 
 
+def stage_ends(cfg: DictConfig) -> list[tuple[str, str, int]]:
+    """(name, kind, global step at which it ends) per curriculum stage; lengths from `steps` or `fraction` of
+    trainer.max_steps, one stage may take the rest (steps: -1)."""
+    total = cfg.trainer.max_steps
+    stages = list(cfg.curriculum.stages)
+    lengths = [s.steps if s.steps >= 0 else round(s.fraction * total) if s.fraction is not None else None
+               for s in stages]
+    if sum(x is None for x in lengths) > 1:
+        raise ValueError("curriculum: at most one stage may take the remaining steps (steps: -1)")
+    rest = total - sum(x for x in lengths if x is not None)
+    if rest < 0:
+        raise ValueError(f"curriculum stages need {total - rest} steps but trainer.max_steps={total}")
+    ends, at = [], 0
+    for s, n in zip(stages, lengths):
+        at += rest if n is None else n
+        ends.append((s.name, s.kind, at))
+    return ends
+
+
 def fit(cfg: DictConfig, module: JourneyDiffusion, data: Data, run_dir: Path, loggers) -> L.Trainer:
-    """Train; resumes from <run_dir>/checkpoints/last.ckpt when the run dir is reused (or requeued)."""
-    dm = JourneyDataModule(data.df, data.tables, data.index, batch_size=per_device_batch(cfg),
-                           num_workers=cfg.trainer.num_workers,
-                           cached=cfg.model.cache_latents and not cfg.encoder.trainable, seed=cfg.seed)
-    trainer = make_trainer(cfg, run_dir, loggers)
+    """Train through the curriculum stages; resumes from <run_dir>/checkpoints/last.ckpt when the run dir is
+    reused (or requeued). Each stage continues the previous one's weights, optimizer and EMA (via last.ckpt)
+    and the global step, so all stages log as one run; finished stages are listed in checkpoints/stages.json."""
+    import json
+
+    from omegaconf import open_dict
+
     last = checkpoint_dir(run_dir) / "last.ckpt"
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
-    if trainer.global_step >= cfg.trainer.max_steps and trainer.is_global_zero:
-        trainer.save_checkpoint(last)  # the final state, whatever the checkpoint interval
+    done_file = checkpoint_dir(run_dir) / "stages.json"
+    done = json.loads(done_file.read_text()) if done_file.is_file() else []
+    trainer = None
+    for name, kind, end in stage_ends(cfg):
+        if name in done or (trainer is not None and end <= trainer.global_step):
+            continue
+        dm = JourneyDataModule(data.df, data.tables, data.index, batch_size=per_device_batch(cfg),
+                               num_workers=cfg.trainer.num_workers, kind=kind,
+                               cached=cfg.model.cache_latents and not cfg.encoder.trainable, seed=cfg.seed)
+        stage_cfg = cfg.copy()
+        with open_dict(stage_cfg):
+            stage_cfg.trainer.max_steps = end
+        trainer = make_trainer(stage_cfg, run_dir, loggers)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
+        trainer.save_checkpoint(last)  # every rank calls it (it synchronises); rank 0 writes
+        if trainer.is_global_zero:
+            from bjexp.io import write_json
+
+            write_json(done_file, done := done + [name])
+    if trainer is None:  # everything done already: a trainer that restores the final state
+        trainer = make_trainer(cfg, run_dir, loggers)
+        trainer.fit(module, datamodule=JourneyDataModule(data.df, data.tables, data.index, batch_size=per_device_batch(cfg),
+                                                         cached=cfg.model.cache_latents and not cfg.encoder.trainable,
+                                                         seed=cfg.seed), ckpt_path=str(last))
     return trainer

@@ -25,7 +25,8 @@ def _conf_dir(overrides: list[str]) -> Path:
         if isinstance(d, dict):
             (group, option), = d.items()
             option = chosen.get(group, option)
-            if option is not None and not (CONF / group / f"{option}.yaml").is_file():
+            optional = group.startswith("optional ") or "${" in str(option)  # e.g. specializing configs
+            if option is not None and not optional and not (CONF / group / f"{option}.yaml").is_file():
                 absent = True
                 continue
         keep.append(d)

@@ -32,7 +32,14 @@ def build_vae(cfg: DictConfig, tables_images: np.ndarray, df: pd.DataFrame, trai
 
 def build_encoder(cfg: DictConfig, df: pd.DataFrame) -> TextEncoder:
     enc = cfg.encoder
+    if enc.family == "hf_clip":  # SD's own CLIP text encoder from the diffusers folder
+        from bjexp.models.hf_clip import HFClipTextEncoder
+
+        return HFClipTextEncoder(enc.path, enc.max_length, enc.trainable, fetch=f"python -m bjexp.assets fetch {cfg.model.name}")
     if enc.path:
+        if not Path(enc.path).is_dir():
+            raise MissingWeightsError(enc.path, f"encoder={enc.name} expects an open_clip local-dir folder",
+                                      fetch=f"python -m bjexp.assets fetch {enc.name}")
         return OpenClipTextEncoder(enc.path, enc.max_length, enc.trainable)
     from bjexp.models.tiny_encoders import build_tiny_encoder
 
@@ -41,7 +48,7 @@ def build_encoder(cfg: DictConfig, df: pd.DataFrame) -> TextEncoder:
 
 
 def build_scheme(cfg: DictConfig):
-    return instantiate({"_target_": cfg.conditioning._target_})
+    return instantiate({"_target_": cfg.conditioning._target_, **cfg.conditioning.get("kwargs", {})})
 
 
 def build_unet(cfg: DictConfig, scheme, latent_channels: int, cross_dim: int, latent_size: int):
@@ -49,5 +56,9 @@ def build_unet(cfg: DictConfig, scheme, latent_channels: int, cross_dim: int, la
     if (p := _pretrained(cfg, "unet")) is not None:
         from diffusers import UNet2DConditionModel
 
-        return widen_conv_in(UNet2DConditionModel.from_pretrained(p, subfolder="unet"), in_ch)
+        unet = widen_conv_in(UNet2DConditionModel.from_pretrained(p, subfolder="unet"), in_ch)
+        if unet.config.cross_attention_dim != cross_dim:
+            raise ValueError(f"{p}/unet cross-attends to {unet.config.cross_attention_dim}-d states but encoder="
+                             f"{cfg.encoder.name} gives {cross_dim}-d; pick an encoder of that width")
+        return unet
     return tiny_unet(cfg.model.unet, in_ch, latent_channels, cross_dim, latent_size)

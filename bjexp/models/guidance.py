@@ -54,16 +54,28 @@ def guided_eps(unet, scheme, x: torch.Tensor, t, prior: torch.Tensor, text: Enco
 @torch.no_grad()
 def sample(unet, scheduler, scheme, prior: torch.Tensor, text: EncodedText, null: EncodedText, *, steps: int,
            image_guidance: float, text_guidance: float, generators: list[torch.Generator],
-           latent_channels: int | None = None) -> torch.Tensor:
-    """Dual-guidance sampling; returns final latents in the UNet's (scaled) latent space."""
+           latent_channels: int | None = None, init: torch.Tensor | None = None,
+           strength: float = 1.0) -> torch.Tensor:
+    """Dual-guidance sampling; returns final latents in the UNet's (scaled) latent space.
+
+    `init` (scaled latents) with `strength` < 1: start from `init` noised to the first of the last
+    `strength`·steps timesteps (SDEdit; the same arithmetic as diffusers' img2img pipelines)."""
     from diffusers.utils.torch_utils import randn_tensor
 
     n, _, h, w = prior.shape
     c = latent_channels or prior.shape[1]
     scheduler.set_timesteps(steps, device=prior.device)
     x = randn_tensor((n, c, h, w), generator=generators, device=prior.device, dtype=prior.dtype)
-    x = x * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
+    timesteps = scheduler.timesteps
+    if init is not None and strength < 1.0:
+        start = (steps - min(int(steps * strength), steps)) * scheduler.order
+        timesteps = timesteps[start:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start)
+        x = scheduler.add_noise(init.to(x.dtype), x, timesteps[:1].repeat(n))
+    else:
+        x = x * scheduler.init_noise_sigma
+    for t in timesteps:
         eps = guided_eps(unet, scheme, scheduler.scale_model_input(x, t), t, prior, text, null,
                          image_guidance, text_guidance)
         x = scheduler.step(eps, t, x, generator=generators).prev_sample

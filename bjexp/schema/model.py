@@ -68,7 +68,9 @@ class TinyEncoderConfig:
 @dataclass
 class EncoderConfig:
     name: str = MISSING
-    family: str = MISSING  # open_clip_text (causal CLIP transformer) | hf_bert (HF BERT tower via open_clip)
+    # open_clip_text (causal CLIP transformer) | hf_bert (HF BERT tower via open_clip), both open_clip folders;
+    # hf_clip: transformers CLIPTextModel + CLIPTokenizer from a diffusers SD folder (encoder=clip with model=sd15).
+    family: str = MISSING
     max_length: int = 77
     # An open_clip `local-dir:` folder with real weights; None = build and pretrain the tiny encoder.
     path: Optional[str] = None
@@ -80,6 +82,7 @@ class EncoderConfig:
 class ConditioningConfig:
     name: str = MISSING
     _target_: str = MISSING  # a bjexp.models.conditioning scheme
+    kwargs: dict[str, Any] = field(default_factory=dict)  # its constructor arguments (e.g. sdedit strength)
 
 
 @dataclass
@@ -102,6 +105,7 @@ class CurriculumStage:
     name: str = "triples"
     kind: str = "triples"  # triples | single (image–report pairs with the null prior)
     steps: int = -1  # -1 = trainer.max_steps minus the other stages
+    fraction: Optional[float] = None  # alternatively a fraction of trainer.max_steps
 
 
 @dataclass

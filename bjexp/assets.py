@@ -1,0 +1,104 @@
+"""`python -m bjexp.assets list | verify [--checksums] | fetch NAME` — real weights, offline first.
+
+The folder is `paths.assets_dir` (env BJEXP_ASSETS, default ~/.cache/bjexp/assets); `--dir` overrides it.
+`fetch` is the only command that touches a network (huggingface_hub snapshots into a temporary folder, renamed
+into place when complete, with every file's sha256 recorded); `verify` never does.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from bjexp.models import assets as reg
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("BJEXP_ASSETS", Path.home() / ".cache" / "bjexp" / "assets"))
+
+
+def cmd_list(root: Path) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"assets (folder: {root})")
+    for col in ("name", "folder", "what", "enables", "source"):
+        t.add_column(col)
+    for a in reg.registry().values():
+        src = ", ".join(s.repo_id for s in a.sources) or a.fetch_hint
+        t.add_row(a.name, str(a.path(root)), a.description, a.enables, src)
+    Console().print(t)
+    return 0
+
+
+def cmd_verify(root: Path, checksums: bool) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"assets present under {root}")
+    for col in ("name", "status", "enables / to fill"):
+        t.add_column(col)
+    ok_all = True
+    for a in reg.registry().values():
+        missing = a.missing(root)
+        bad = reg.check_record(a.path(root)) if checksums and not missing else []
+        if missing:
+            status, note = "[red]missing[/]", f"{a.path(root)}: {', '.join(missing)} — `{a.fetch_command}`"
+        elif bad:
+            status, note = "[red]corrupt[/]", f"sha256 differs from fetch record: {', '.join(bad)}"
+        else:
+            status, note = "[green]ok[/]", a.enables
+        ok_all &= not missing and not bad
+        t.add_row(a.name, status, note)
+    Console().print(t)
+    return 0 if ok_all else 1
+
+
+def fetch(name: str, root: Path) -> Path:
+    """Download an asset's hub sources into <root>/<folder> (all or nothing) and record sha256 sums."""
+    from huggingface_hub import snapshot_download
+
+    from bjexp.io import atomic_dir
+
+    a = reg.get(name)
+    if not a.sources:
+        raise SystemExit(f"{name} is not on a hub: {a.fetch_hint}")
+    dest = a.path(root)
+    if not a.missing(root):
+        print(f"{name}: already present at {dest}")
+        return dest
+    if dest.exists():
+        raise SystemExit(f"{dest} exists but is incomplete (missing {', '.join(a.missing(root))}); move it away first")
+    with atomic_dir(dest) as tmp:
+        for s in a.sources:
+            snapshot_download(s.repo_id, revision=s.revision, allow_patterns=list(s.allow_patterns), local_dir=tmp)
+        missing = [r for r in a.required if not any((tmp / alt).is_file() for alt in r.split("|"))]
+        if missing:
+            raise RuntimeError(f"{name}: the download lacks {', '.join(missing)}")
+        reg.write_record(tmp, [{"repo_id": s.repo_id, "revision": s.revision} for s in a.sources])
+    print(f"{name}: fetched into {dest}")
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bjexp.assets", description=__doc__.splitlines()[0])
+    p.add_argument("--dir", type=Path, default=None, help="assets folder (default: $BJEXP_ASSETS or ~/.cache/bjexp/assets)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="the registered assets")
+    v = sub.add_parser("verify", help="offline: which assets are present and which runs they enable")
+    v.add_argument("--checksums", action="store_true", help="also compare files against the sha256 recorded at fetch")
+    f = sub.add_parser("fetch", help="download an asset (needs network)")
+    f.add_argument("name")
+    args = p.parse_args(argv)
+    root = args.dir or default_dir()
+    if args.cmd == "list":
+        return cmd_list(root)
+    if args.cmd == "verify":
+        return cmd_verify(root, args.checksums)
+    fetch(args.name, root)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

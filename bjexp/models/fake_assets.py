@@ -1,0 +1,101 @@
+"""Tiny random weights in the exact formats of the real assets, for tests and for smoke-running the real-world
+configs without downloads: a diffusers Stable Diffusion folder (`save_pretrained`; CLIP text model + a real CLIP
+BPE tokenizer built from open_clip's merges) and a BiomedCLIP-style open_clip `local-dir:` folder (HF BERT tower
+named by its hub id as in the real open_clip_config.json, WordPiece vocab, BERT config, weights as .bin).
+`write_fake_assets(dir)` fills an assets folder so `paths.assets_dir=dir model=sd15` runs end to end."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import torch
+
+from bjexp.models.assets import get
+
+
+def clip_tokenizer_files(folder: Path, n_merges: int = 2000) -> None:
+    """vocab.json + merges.txt of CLIP's byte-level BPE (first `n_merges` merges, as open_clip's SimpleTokenizer)."""
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+
+    merges = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1:1 + n_merges]
+    vocab = list(bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+
+
+def write_tiny_sd(folder: str | Path, seed: int = 0, width: int = 32, sample_size: int = 16) -> Path:
+    """A diffusers SD1.5-format folder with tiny random weights (4-channel UNet, 3-channel VAE, 2x downsampling)."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(width, 2 * width), norm_num_groups=8,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=width,
+                                attention_head_dim=8)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(width, width),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8, sample_size=2 * sample_size)
+    tok_dir = folder / ".tok"
+    clip_tokenizer_files(tok_dir)
+    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width,
+                                        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+                                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                        pad_token_id=tokenizer.pad_token_id))
+    sched = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
+                          steps_offset=1, set_alpha_to_one=False)
+    StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=sched,
+                            safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(folder)
+    import shutil
+
+    shutil.rmtree(tok_dir)
+    return folder
+
+
+def write_tiny_biomedclip(folder: str | Path, seed: int = 0, width: int = 48, context_length: int = 256) -> Path:
+    """An open_clip local-dir folder shaped like BiomedCLIP's: the text_cfg names the hub BERT (resolved to the
+    folder by the loader, never the hub), CLS-last-hidden-state pooler + MLP projection, 256-token context,
+    WordPiece vocab + BERT config beside it, weights as open_clip_pytorch_model.bin."""
+    import open_clip
+    from transformers import BertConfig, BertTokenizerFast
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    words = ("no yes new resolved worsening improved stable pleural effusion pneumothorax cardiomegaly edema "
+             "consolidation atelectasis opacity lung left right bilateral the of and is in with mild moderate "
+             "severe small large increased decreased unchanged").split()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words)) + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] \
+        + list("abcdefghijklmnopqrstuvwxyz.,;:-")
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=512).save_pretrained(folder)
+    BertConfig(vocab_size=len(vocab), hidden_size=width, num_hidden_layers=2, num_attention_heads=4,
+               intermediate_size=2 * width, max_position_embeddings=512).save_pretrained(folder)
+    hub = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
+    cfg = {"model_cfg": {"embed_dim": 32,
+                         "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+                         "text_cfg": {"hf_model_name": hub, "hf_tokenizer_name": hub, "hf_proj_type": "mlp",
+                                      "hf_pooler_type": "cls_last_hidden_state_pooler",
+                                      "context_length": context_length}},
+           "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}}
+    (folder / "open_clip_config.json").write_text(json.dumps(cfg, indent=2))
+    torch.manual_seed(seed)
+    text_cfg = {**cfg["model_cfg"]["text_cfg"], "hf_model_name": str(folder), "hf_model_pretrained": False}
+    model = open_clip.create_model(f"local-dir:{folder}", text_cfg=text_cfg, load_weights=False, pretrained_hf=False)
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    return folder
+
+
+def write_fake_assets(assets_dir: str | Path, seed: int = 0) -> Path:
+    """Fill `assets_dir` with tiny stand-ins for sd15 and biomedclip, at the registry's folder names."""
+    root = Path(assets_dir)
+    write_tiny_sd(get("sd15").path(root), seed)
+    write_tiny_biomedclip(get("biomedclip").path(root), seed, width=32)
+    return root
