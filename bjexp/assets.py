@@ -19,39 +19,28 @@ def default_dir() -> Path:
 
 
 def cmd_list(root: Path) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"assets (folder: {root})")
-    for col in ("name", "folder", "what", "enables", "source"):
-        t.add_column(col)
+    print(f"assets folder: {root}")
     for a in reg.registry().values():
         src = ", ".join(s.repo_id for s in a.sources) or a.fetch_hint
-        t.add_row(a.name, str(a.path(root)), a.description, a.enables, src)
-    Console().print(t)
+        print(f"\n{a.name}: {a.description}\n  folder:  {a.path(root)}\n  enables: {a.enables}\n  source:  {src}")
     return 0
 
 
 def cmd_verify(root: Path, checksums: bool) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"assets present under {root}")
-    for col in ("name", "status", "enables / to fill"):
-        t.add_column(col)
+    """One line per asset; exit status 1 when any is missing or corrupt."""
+    print(f"assets folder: {root}")
     ok_all = True
     for a in reg.registry().values():
         missing = a.missing(root)
         bad = reg.check_record(a.path(root)) if checksums and not missing else []
         if missing:
-            status, note = "[red]missing[/]", f"{a.path(root)}: {', '.join(missing)} — `{a.fetch_command}`"
+            print(f"MISSING  {a.name:<14} {a.path(root)}: {', '.join(missing)}\n"
+                  f"         fill it, or when online: {a.fetch_command}")
         elif bad:
-            status, note = "[red]corrupt[/]", f"sha256 differs from fetch record: {', '.join(bad)}"
+            print(f"CORRUPT  {a.name:<14} sha256 differs from the fetch record: {', '.join(bad)}")
         else:
-            status, note = "[green]ok[/]", a.enables
+            print(f"ok       {a.name:<14} enables: {a.enables}")
         ok_all &= not missing and not bad
-        t.add_row(a.name, status, note)
-    Console().print(t)
     return 0 if ok_all else 1
 
 

@@ -14,7 +14,7 @@ from bjexp import prepare
 from bjexp.data import manifest as mf
 from bjexp.data.datamodule import JourneyDataModule, Tables, encode_tables, load_tables
 from bjexp.io import config_hash
-from bjexp.models.build import build_encoder, build_scheme, build_unet, build_vae
+from bjexp.models.build import build_encoder, build_scheme, build_unet, build_vae, check_weights
 from bjexp.models.diffusion import JourneyDiffusion
 from bjexp.registration import register_manifest
 
@@ -28,6 +28,7 @@ class Data:
 
 
 def load_data(cfg: DictConfig) -> Data:
+    check_weights(cfg)  # a missing weight folder fails now, not after data preparation
     path = register_manifest(prepare.run(cfg), cfg)
     df = mf.read(path)
     tables, index = load_tables(df, cfg.model.image_size)

@@ -24,6 +24,21 @@ def _pretrained(cfg: DictConfig, sub: str) -> Path | None:
     return p
 
 
+def check_weights(cfg: DictConfig) -> None:
+    """Fail in milliseconds, before any data preparation, when a configured weight folder is missing."""
+    if cfg.method.kind != "diffusion":
+        return
+    _pretrained(cfg, "vae")
+    _pretrained(cfg, "unet")
+    enc = cfg.encoder
+    if enc.family == "hf_clip" and not (Path(enc.path) / "text_encoder" / "config.json").is_file():
+        raise MissingWeightsError(f"{Path(enc.path) / 'text_encoder'}", "SD's CLIP text encoder",
+                                  fetch=f"python -m bjexp.assets fetch {cfg.model.name}")
+    if enc.family != "hf_clip" and enc.path and not (Path(enc.path) / "open_clip_config.json").is_file():
+        raise MissingWeightsError(enc.path, f"encoder={enc.name} expects an open_clip local-dir folder",
+                                  fetch=f"python -m bjexp.assets fetch {enc.name}")
+
+
 def build_vae(cfg: DictConfig, tables_images: np.ndarray, df: pd.DataFrame, train_rows: np.ndarray):
     if (p := _pretrained(cfg, "vae")) is not None:
         return load_vae(p, subfolder="vae")

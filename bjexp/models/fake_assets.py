@@ -65,7 +65,7 @@ def write_tiny_biomedclip(folder: str | Path, seed: int = 0, width: int = 48, co
     folder by the loader, never the hub), CLS-last-hidden-state pooler + MLP projection, 256-token context,
     WordPiece vocab + BERT config beside it, weights as open_clip_pytorch_model.bin."""
     import open_clip
-    from transformers import BertConfig, BertTokenizerFast
+    from transformers import BertConfig
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,8 @@ def write_tiny_biomedclip(folder: str | Path, seed: int = 0, width: int = 48, co
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words)) + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] \
         + list("abcdefghijklmnopqrstuvwxyz.,;:-")
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=512).save_pretrained(folder)
+    # As the BiomedBERT repo ships it: vocab.txt + tokenizer_config.json (+ config.json), no tokenizer.json.
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}))
     BertConfig(vocab_size=len(vocab), hidden_size=width, num_hidden_layers=2, num_attention_heads=4,
                intermediate_size=2 * width, max_position_embeddings=512).save_pretrained(folder)
     hub = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"

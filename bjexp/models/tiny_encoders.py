@@ -40,7 +40,8 @@ def _write_bert_files(folder: Path, corpus: list[str], enc: DictConfig) -> None:
     wp = BertWordPieceTokenizer(lowercase=True)
     wp.train_from_iterator(corpus, vocab_size=2000, min_frequency=1, show_progress=False)
     wp.save_model(str(folder))
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=enc.max_length).save_pretrained(folder)
+    # transformers 5 takes the vocabulary as `vocab=` (a `vocab_file=` keyword is silently ignored: all [UNK]).
+    BertTokenizerFast(vocab=str(folder / "vocab.txt"), model_max_length=enc.max_length).save_pretrained(folder)
     t = enc.tiny
     BertConfig(vocab_size=wp.get_vocab_size(), hidden_size=t.width, num_hidden_layers=t.layers,
                num_attention_heads=t.heads, intermediate_size=4 * t.width,
@@ -50,7 +51,8 @@ def _write_bert_files(folder: Path, corpus: list[str], enc: DictConfig) -> None:
 def build_tiny_encoder(enc: DictConfig, manifest_df, image_size: int, cache_dir: Path, seed: int = 0) -> Path:
     """Return the folder of the pretrained tiny encoder for this (encoder cfg, training data), building it once."""
     train = manifest_df[manifest_df["split"] == "train"]
-    key = config_hash(enc, image_size, seed, sorted(train["pair_id"].tolist())[:50], len(train))
+    # "wordpiece-v2": folders built before the tokenizer fix had a 5-token vocabulary; never reuse them.
+    key = config_hash(enc, image_size, seed, sorted(train["pair_id"].tolist())[:50], len(train), "wordpiece-v2")
     out = Path(cache_dir) / "encoders" / f"{enc.name}-{key}"
     if (out / "open_clip_config.json").is_file():
         return out
