@@ -84,3 +84,65 @@ def test_sampler_reproduces_instructpix2pix_pipeline(sd, sampler):
                                 steps=steps, image_guidance=s_i, text_guidance=s_t,
                                 generators=[torch.Generator().manual_seed(4)], latent_channels=4)
     assert (other - lat).abs().max() > 1e-2
+
+
+def test_sdedit_start_matches_img2img_pipeline(sd):
+    """conditioning=sdedit: a 4-channel text-conditioned UNet; sampling from the noised prior latent equals
+    diffusers' StableDiffusionImg2ImgPipeline (there, guidance is single-scale CFG: the image branch is inert)."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    cfg = compose(["model=sd15", "encoder=clip", "conditioning=sdedit", "conditioning.kwargs.strength=0.5",
+                   f"paths.assets_dir={sd['folder'].parent}"])
+    vae, enc = sd["vae"], sd["enc"]
+    scheme = build_scheme(cfg)
+    assert scheme.strength == 0.5 and scheme.in_channels(4) == 4
+    torch.manual_seed(0)
+    unet = build_unet(cfg, scheme, 4, enc.width, 16).eval()
+    g = torch.Generator().manual_seed(5)
+    image = torch.rand(1, 3, 32, 32, generator=g)
+    steps = 10
+    with torch.no_grad():
+        init = vae.encode(image * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
+        text, null = enc.encode(PROMPTS[1:]), enc.encode([""])
+        lat = guidance.sample(unet, make_scheduler(cfg.sampler, noise_scheduler()), scheme, init, text, null,
+                              steps=steps, image_guidance=1.5, text_guidance=7.5, latent_channels=4,
+                              generators=[torch.Generator().manual_seed(6)], init=init, strength=scheme.strength)
+        ours = (vae.decode(lat / vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+    pipe = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=enc.text, tokenizer=enc.tokenizer, unet=unet,
+                                          scheduler=make_scheduler(cfg.sampler, noise_scheduler()),
+                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(PROMPTS[1], image=init, strength=0.5, num_inference_steps=steps, guidance_scale=7.5,
+               generator=torch.Generator().manual_seed(6), output_type="pt").images  # 4-channel image = latents
+    assert (ours - ref).abs().max().item() <= 1e-4
+
+
+def test_training_dropout_and_null_conditioning_are_the_samplers(sd):
+    """One definition: the 3-way dropout draws 5/5/5 %, and a fully dropped training input is exactly the
+    (∅, ∅) branch the sampler feeds the UNet."""
+    from types import SimpleNamespace
+
+    rates = SimpleNamespace(text=0.05, both=0.05, image=0.05)
+    dt, di = guidance.dropout_masks(200_000, rates, torch.Generator().manual_seed(0))
+    freq = {k: float(v.float().mean()) for k, v in
+            {"text_only": dt & ~di, "both": dt & di, "image_only": ~dt & di, "none": ~dt & ~di}.items()}
+    assert freq == pytest.approx({"text_only": 0.05, "both": 0.05, "image_only": 0.05, "none": 0.85}, abs=0.003)
+
+    enc, scheme = sd["enc"], sd["scheme"]
+    null, text = enc.encode([""]), enc.encode(PROMPTS)
+    prior = torch.randn(2, 4, 16, 16)
+    p_drop, t_drop = guidance.apply_dropout(prior, text, null, torch.tensor([True, False]), torch.tensor([True, False]))
+    calls = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t, encoder_hidden_states, encoder_attention_mask=None):
+            calls.append((x, encoder_hidden_states))
+            return SimpleNamespace(sample=torch.zeros(x.shape[0], 4, *x.shape[2:]))
+    x = torch.randn(2, 4, 16, 16)
+    guidance.guided_eps(Spy(), scheme, x, 10, prior, text, null, 1.5, 7.5)
+    inp, states = calls[0]
+    uncond_inp, uncond_states = inp[4:6], states[4:6]  # the (∅, ∅) third of the batched call
+    torch.testing.assert_close(scheme.unet_input(x, p_drop)[0], uncond_inp[0], rtol=0, atol=0)
+    torch.testing.assert_close(t_drop.states[0], uncond_states[0], rtol=0, atol=0)
+    torch.testing.assert_close(t_drop.states[1], text.states[1], rtol=0, atol=0)  # kept sample untouched
+    torch.testing.assert_close(p_drop[1], prior[1], rtol=0, atol=0)
