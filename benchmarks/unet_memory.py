@@ -1,7 +1,7 @@
 """SD1.5-size UNet (random weights, SD1.5's config, 8 input channels; no download) at 256 px (32x32x4 latents):
-training-step time (forward + backward + AdamW step) and peak memory per batch size.
+training-step time (forward + backward [+ AdamW step]) and peak memory per batch size.
 
-    OMP_NUM_THREADS=1 python benchmarks/unet_memory.py --batches 1 2 --steps 3            # CPU
+    OMP_NUM_THREADS=1 python benchmarks/unet_memory.py --batches 1 2 --steps 2 --optimizer none --checkpointing  # CPU
     python benchmarks/unet_memory.py --device cuda --precision bf16 --batches 8 16 32      # GPU
 
 Writes benchmarks/results/unet_memory_<device>.{json,md} with the command and the machine. Quotes medians over
@@ -35,7 +35,8 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def bench(batch: int, steps: int, device: str, precision: str, checkpointing: bool, tokens: int) -> dict:
+def bench(batch: int, steps: int, device: str, precision: str, checkpointing: bool, tokens: int,
+          optimizer: str = "adamw") -> dict:
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
@@ -43,7 +44,7 @@ def bench(batch: int, steps: int, device: str, precision: str, checkpointing: bo
     if checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
-    opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-4) if optimizer == "adamw" else None
     x = torch.randn(batch, 8, 32, 32, device=device)
     states = torch.randn(batch, tokens, 768, device=device)
     target = torch.randn(batch, 4, 32, 32, device=device)
@@ -61,8 +62,11 @@ def bench(batch: int, steps: int, device: str, precision: str, checkpointing: bo
             pred = unet(x, t, encoder_hidden_states=states).sample
         loss = torch.nn.functional.mse_loss(pred.float(), target)
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        if opt is not None:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        else:
+            unet.zero_grad(set_to_none=True)
         if device == "cuda":
             torch.cuda.synchronize()
         if i:  # the first step warms up (allocator, kernels)
@@ -98,22 +102,24 @@ def main() -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (as model=sd15 trains)")
     p.add_argument("--tokens", type=int, default=77, help="text tokens (77 CLIP, 256 BiomedCLIP)")
+    p.add_argument("--optimizer", choices=["adamw", "none"], default="adamw",
+                   help="none: forward + backward only (AdamW adds 2 fp32 copies of the 860M weights, ~6.4 GiB)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--note", default="")
     a = p.parse_args()
     rows = []
     for b in sorted(a.batches):
-        rows.append(bench(b, a.steps, a.device, a.precision, a.checkpointing, a.tokens))
+        rows.append(bench(b, a.steps, a.device, a.precision, a.checkpointing, a.tokens, a.optimizer))
         print(json.dumps(rows[-1]), flush=True)
     name = f"unet_memory_{a.device}"
     cmd = "python " + " ".join(shlex.quote(x) for x in sys.argv)
     result = {"command": cmd, "machine": machine(a.device), "precision": a.precision, "checkpointing": a.checkpointing,
-              "tokens": a.tokens, "resolution_px": 256, "latent": [4, 32, 32], "rows": rows, "note": a.note}
+              "optimizer": a.optimizer, "tokens": a.tokens, "resolution_px": 256, "latent": [4, 32, 32], "rows": rows, "note": a.note}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"{name}.json").write_text(json.dumps(result, indent=2))
     mem_col = "peak GPU mem (GiB)" if a.device == "cuda" else "peak RSS (MiB)"
     lines = [f"# SD1.5-size UNet training step at 256 px ({a.device}, {a.precision}"
-             f"{', gradient checkpointing' if a.checkpointing else ''})", "",
+             f"{', gradient checkpointing' if a.checkpointing else ''}, optimizer {a.optimizer})", "",
              f"Command: `{cmd}`", "", f"Machine: {json.dumps(result['machine'])}", "",
              f"| batch | step time (median of {a.steps}, s) | images/s | {mem_col} |", "|---|---|---|---|"]
     for r in rows:

@@ -144,3 +144,11 @@ def test_registry_includes_eval_assets_when_that_module_exists(monkeypatch):
     extra = reg.Asset("xrv-densenet", "xrv", "torchxrayvision DenseNet", ("w.pt",), "eval=mimic")
     monkeypatch.setitem(sys.modules, "bjexp.eval.assets", types.SimpleNamespace(ASSETS={"xrv-densenet": extra}))
     assert reg.registry()["xrv-densenet"] is extra and "sd15" in reg.registry()
+
+
+def test_paper_setting_experiment_composes():
+    cfg = compose(["experiment=paper_setting", "paths.assets_dir=/A"])
+    assert (cfg.model.name, cfg.encoder.name, cfg.encoder.path, cfg.data.name) == ("sd15", "biomedclip", "/A/biomedclip", "mimic")
+    assert (cfg.trainer.precision, cfg.model.optim.lr, cfg.model.optim.ema_decay) == ("bf16-mixed", 1e-4, 0.9999)
+    assert (cfg.sampler.name, cfg.sampler.steps, cfg.sampler.text_guidance, cfg.sampler.image_guidance) == \
+        ("euler_ancestral", 100, 7.5, 1.5)
