@@ -6,7 +6,7 @@ Lung shapes come from the real lung masks shipped in the torchxrayvision wheel (
 """
 from __future__ import annotations
 
-import io
+import functools
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +73,7 @@ def load_lung_masks(size: int, cache_dir: str | Path | None = None) -> np.ndarra
     return masks
 
 
+@functools.lru_cache(maxsize=4)
 def _decode_lung_masks(size: int) -> np.ndarray:
     import importlib.util
 

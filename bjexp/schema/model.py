@@ -134,10 +134,10 @@ class EvalConfig:
 
 @dataclass
 class SyntheticClassifierConfig:
-    steps: int = 1500
+    steps: int = 800
     batch_size: int = 64
-    lr: float = 2e-3
-    width: int = 32
+    lr: float = 3e-3
+    width: int = 16
 
 
 @dataclass
