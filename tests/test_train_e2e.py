@@ -91,3 +91,17 @@ def test_step_batch_sampler_resumes_mid_stream_and_shards():
     r0, r1 = iter(StepBatchSampler(20, 2, 1, rank=0, world=2)), iter(StepBatchSampler(20, 2, 1, rank=1, world=2))
     a, b = next(r0), next(r1)
     assert a + b == ref[0] and not set(a) & set(b)
+
+
+def test_multirun_sweeps_both_encoder_families(tmp_path, cache_dir):
+    env = {**os.environ, "BJEXP_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "BJEXP_PROGRESS": "0"}
+    cmd = [sys.executable, "-m", "bjexp.train", "-m", "encoder=biomedclip,clip", *TINY, f"hydra.sweep.dir={tmp_path}"]
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, p.stderr[-6000:]
+    runs = sorted(tmp_path.glob("*/results.json"))
+    assert len(runs) == 2
+    encoders = {json.loads((r.parent / "run.json").read_text())["choices"]["encoder"] for r in runs}
+    assert encoders == {"biomedclip", "clip"}
+    # the two encoders really differ: masked 256-token BERT tower vs 77-token causal CLIP tower
+    cfgs = [(r.parent / "config.yaml").read_text() for r in runs]
+    assert any("max_length: 256" in c for c in cfgs) and any("max_length: 77" in c for c in cfgs)

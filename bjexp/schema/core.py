@@ -28,7 +28,7 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    max_steps: int = 1500
+    max_steps: int = 1000
     log_every_n_steps: int = 50
     val_check_interval: int = 500  # steps between validation-loss checks
     limit_val_batches: Any = 1.0
