@@ -35,9 +35,28 @@ def test_main_job_end_to_end(tmp_path, cache_dir):
     info = json.loads((run / "run.json").read_text())
     assert info["seed"] == 0 and len(info["manifest_hash"]) == 16 and "sha" in info["git"] and "dirty" in info["git"]
     assert info["choices"]["method"] == "biomedjourney" and info["choices"]["encoder"] == "biomedclip"
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 6 and "ema" in ckpt
     assert not any(k.startswith(("vae.", "encoder.")) for k in ckpt["state_dict"])  # frozen parts not duplicated
+
+    # The standalone stages rebuild the model from the run's checkpoint: same pixels (per-pair noise), same metrics.
+    first = {p.name: p.read_bytes() for p in (run / "samples").glob("*.png")}
+    for p in (run / "samples").glob("*.png"):
+        p.unlink()
+    _run_stage("sample", run, cache_dir, tmp_path)
+    assert {p.name: p.read_bytes() for p in (run / "samples").glob("*.png")} == first
+    (run / "results.json").unlink()
+    _run_stage("evaluate", run, cache_dir, tmp_path)
+    again = json.loads((run / "results.json").read_text())["metrics"]
+    assert again["test/cmig"] == m["test/cmig"] or (again["test/cmig"]["value"] != again["test/cmig"]["value"])
+    assert again["test/pathology_auroc"] == m["test/pathology_auroc"]
+
+
+def _run_stage(stage, run, cache_dir, tmp_path):
+    env = {**os.environ, "BJEXP_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "BJEXP_PROGRESS": "0"}
+    cmd = [sys.executable, "-m", f"bjexp.{stage}", *TINY, f"run={run}", f"hydra.run.dir={tmp_path / stage}"]
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-6000:]
 
 
 def test_identity_baseline_outputs_the_prior(tmp_path, cache_dir):
@@ -69,7 +88,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, cache_dir):
     full = _fit(cfg.copy(), tmp_path / "full", 6)
     _fit(cfg.copy(), tmp_path / "split", 3)  # "interrupted" after step 3 (its last.ckpt is the state at step 3)
     resumed = _fit(cfg.copy(), tmp_path / "split", 6)  # same run dir: resumes from last.ckpt
-    ck = torch.load(tmp_path / "split" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ck = torch.load(tmp_path / "split" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ck["global_step"] == 6
     for (name, a), b in zip(full.unet.state_dict().items(), resumed.unet.state_dict().values()):
         assert torch.equal(a, b), name

@@ -14,10 +14,9 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bjexp.data import manifest as mf
 from bjexp.imaging import read_grey, uint8_to_model
 from bjexp.io import atomic_write, bytes_hash
 from bjexp.models.encoders import EncodedText
@@ -171,6 +170,3 @@ class JourneyDataModule(L.LightningDataModule):
         ds = PairDataset(self.tables, self.index, self._rows("val"), "triples", self.cached)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
-
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    return mf.read(path)

@@ -122,4 +122,11 @@ class JourneyDiffusion(L.LightningModule):
         return {k: v for k, v in sd.items() if not k.startswith(drop)}
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        return super().load_state_dict(state_dict, strict=False, assign=assign)
+        # Frozen parts are absent from checkpoints by design; anything else missing is an error.
+        res = super().load_state_dict(state_dict, strict=False, assign=assign)
+        frozen = ("vae.",) + (() if self.encoder.trainable else ("encoder.",))
+        missing = [k for k in res.missing_keys if not k.startswith(frozen)]
+        if strict and (missing or res.unexpected_keys):
+            raise RuntimeError(f"checkpoint does not match the model: missing {missing[:5]}, "
+                               f"unexpected {res.unexpected_keys[:5]}")
+        return res
