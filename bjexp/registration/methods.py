@@ -1,0 +1,44 @@
+"""Build a Registrar from a `registration=` config (the method family picks the class; fields map 1:1)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from bjexp.registration.base import IDENTITY, Registrar
+from bjexp.registration.pair import QcPolicy
+
+
+@dataclasses.dataclass
+class NoRegistration:
+    """Identity: every pair is reported as already aligned (the `none` row of the benchmark)."""
+    name: str = "none"
+
+    def estimate(self, fixed: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, float]:
+        return IDENTITY.copy(), float("nan")
+
+
+def _families() -> dict[str, type]:
+    from bjexp.registration.ecc import EccRegistrar
+    from bjexp.registration.sitk import SitkRegistrar
+    return {"none": NoRegistration, "ecc": EccRegistrar, "sitk": SitkRegistrar}
+
+
+def build_registrar(reg_cfg: DictConfig | dict) -> Registrar:
+    cfg = OmegaConf.to_container(reg_cfg, resolve=True) if isinstance(reg_cfg, DictConfig) else dict(reg_cfg)
+    families = _families()
+    cls = families.get(cfg.get("method", "none"))
+    if cls is None:
+        raise ValueError(f"registration.method={cfg.get('method')!r}: expected one of {sorted(families)}")
+    kwargs = {f.name: cfg[f.name] for f in dataclasses.fields(cls) if f.name in cfg}
+    for k, v in kwargs.items():
+        if isinstance(v, list):
+            kwargs[k] = tuple(v)
+    return cls(**kwargs)
+
+
+def build_policy(reg_cfg: DictConfig | dict) -> QcPolicy:
+    qc = reg_cfg.get("qc") or {}
+    qc = OmegaConf.to_container(qc, resolve=True) if isinstance(qc, DictConfig) else dict(qc)
+    return QcPolicy(**qc)
