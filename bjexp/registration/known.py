@@ -61,3 +61,14 @@ def phantom(size: int = 128, seed: int = 0) -> np.ndarray:
     img = img + 0.15 * np.exp(-(((xx - 0.42) / 0.05) ** 2 + ((yy - 0.65) / 0.07) ** 2))  # an asymmetric blob
     img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), size / 100) + rng.normal(0, 0.01, img.shape)
     return np.clip(img * 255, 0, 255).astype(np.uint8)
+
+
+def pose_truth(row, shape: tuple[int, int], direction: str = "current_to_prior") -> np.ndarray:
+    """Ground-truth fixed -> moving 2x3 of a synthetic-world manifest row (columns prior_pose_* / current_pose_*:
+    angle deg, tx/ty px, scale about the centre). Each study image is the phantom warped forward by its pose,
+    image(P(u)) = phantom(u), so prior -> current coordinates are P_current o P_prior^-1."""
+    def pose(which: str) -> np.ndarray:
+        return pose_matrix(*(float(row[f"{which}_pose_{k}"]) for k in ("angle", "tx", "ty", "scale")), shape=shape)
+
+    t = compose(pose("current"), invert(pose("prior")))
+    return t if direction == "current_to_prior" else invert(t)
