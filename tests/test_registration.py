@@ -144,6 +144,28 @@ def test_unrelated_images_are_flagged_failed(name):
     assert np.array_equal(res.warped, noise)  # a failure never hands back a distorted image
 
 
+def test_fallback_rescues_a_failed_estimate_and_says_so():
+    from bjexp.registration import RegistrationFailed
+
+    class Broken:
+        name = "broken"
+
+        def estimate(self, fixed, moving):
+            raise RegistrationFailed("diverged")
+
+    img = phantom(96, 7)
+    truth = pose_matrix(0.0, 3.0, -2.0, shape=img.shape)
+    moving = warp(img, invert(truth), img.shape)
+    res = register_pair(Broken(), img, moving, fallback=build_registrar({"method": "ecc", "motion": "translation"}))
+    assert res.flag is Flag.OK and res.extra["fallback"] == "affine_ecc" and "diverged" in res.extra["first_error"]
+    assert corner_error(res.matrix, truth, img.shape) < 0.3
+    res = register_pair(Broken(), img, moving, fallback=Broken())
+    assert res.flag is Flag.FAILED and "diverged; fallback broken: diverged" in res.error
+    fb = build_registrar({"method": "ecc", "name": "affine_ecc", "fallback_motion": "euclidean"}, fallback=True)
+    assert fb.motion == "euclidean" and fb.name == "affine_ecc/euclidean"
+    assert build_registrar({"method": "ecc"}, fallback=True) is None
+
+
 def test_bad_inputs_raise_clear_errors():
     reg = build_registrar(METHODS["affine_ecc"])
     with pytest.raises(ValueError, match="same shape"):

@@ -71,9 +71,8 @@ class EccRegistrar:
             dx, dy, _ = phase_shift(fp[coarse], mp[coarse])
             m[:, 2] = (dx, dy)
         cc = float("nan")
-        if not 0 <= self.finest_level <= coarse:
-            raise ValueError(f"registration.finest_level={self.finest_level} must be in [0, levels-1={coarse}]")
-        for lvl in range(coarse, self.finest_level - 1, -1):
+        finest = min(self.finest_level, coarse)  # small images have fewer levels
+        for lvl in range(coarse, finest - 1, -1):
             it = self.iterations[min(coarse - lvl, len(self.iterations) - 1)]
             crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, int(it), float(self.eps))
             warp = m.astype(np.float32)
@@ -88,6 +87,6 @@ class EccRegistrar:
             m = warp.astype(np.float64)
             if lvl > 0:
                 m = scale_matrix(m, fp[lvl - 1].shape[1] / fp[lvl].shape[1])
-        for lvl in range(self.finest_level - 2, -1, -1):  # levels skipped: only rescale
+        for lvl in range(finest - 2, -1, -1):  # levels skipped: only rescale
             m = scale_matrix(m, fp[lvl].shape[1] / fp[lvl + 1].shape[1])
         return m, float(cc)

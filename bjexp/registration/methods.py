@@ -25,8 +25,14 @@ def _families() -> dict[str, type]:
     return {"none": NoRegistration, "ecc": EccRegistrar, "sitk": SitkRegistrar}
 
 
-def build_registrar(reg_cfg: DictConfig | dict) -> Registrar:
+def build_registrar(reg_cfg: DictConfig | dict, fallback: bool = False) -> Registrar | None:
+    """The configured registrar; with `fallback=True` the same one with `fallback_motion` (None if unset)."""
     cfg = OmegaConf.to_container(reg_cfg, resolve=True) if isinstance(reg_cfg, DictConfig) else dict(reg_cfg)
+    if fallback:
+        if not cfg.get("fallback_motion"):
+            return None
+        motion = cfg["fallback_motion"]
+        cfg = {**cfg, "motion": motion, "name": f"{cfg.get('name', cfg['method'])}/{motion}"}
     families = _families()
     cls = families.get(cfg.get("method", "none"))
     if cls is None:

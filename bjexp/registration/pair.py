@@ -44,11 +44,26 @@ def implausible(m: np.ndarray, shape: tuple[int, int], p: QcPolicy) -> str:
     return ""
 
 
-def register_pair(registrar: Registrar, fixed: np.ndarray, moving: np.ndarray,
-                  policy: QcPolicy | None = None) -> RegistrationResult:
+def register_pair(registrar: Registrar, fixed: np.ndarray, moving: np.ndarray, policy: QcPolicy | None = None,
+                  fallback: Registrar | None = None) -> RegistrationResult:
     """Estimate, check, warp and score. A failure returns the moving image unchanged with flag FAILED and the
-    reason in `error` (it never raises for a registration problem; bad inputs raise ValueError)."""
-    p = policy or QcPolicy()
+    reason in `error` (it never raises for a registration problem; bad inputs raise ValueError).
+
+    `fallback` (e.g. the same method with a rigid motion model) is tried when the first estimate fails QC: on real
+    pairs, collimation and inspiration differences can pull a 6-parameter affine into an implausible shear that a
+    3-parameter model does not have. A result it rescues says so in `extra["fallback"]`.
+    """
+    res = _register(registrar, fixed, moving, policy or QcPolicy())
+    if res.flag is Flag.FAILED and fallback is not None:
+        second = _register(fallback, fixed, moving, policy or QcPolicy())
+        if second.flag is not Flag.FAILED:
+            second.extra.update(fallback=fallback.name, first_error=res.error)
+            return second
+        res.error += f"; fallback {fallback.name}: {second.error}"
+    return res
+
+
+def _register(registrar: Registrar, fixed: np.ndarray, moving: np.ndarray, p: QcPolicy) -> RegistrationResult:
     for name, a in (("fixed", fixed), ("moving", moving)):
         if a.ndim != 2 or a.dtype != np.uint8:
             raise ValueError(f"{name} image must be uint8 grey (H, W); got {a.dtype} {a.shape}")

@@ -88,6 +88,7 @@ _STATE: dict[str, Any] = {}
 def _init_worker(reg: dict) -> None:
     cv2.setNumThreads(1)  # one pair per core; OpenCV's own threads would oversubscribe the pool
     _STATE["registrar"] = build_registrar(reg)
+    _STATE["fallback"] = build_registrar(reg, fallback=True)
     _STATE["policy"] = build_policy(reg)
     _STATE["size"] = reg.get("size")
 
@@ -108,11 +109,11 @@ def _work(task: PairTask) -> dict:
         size = _STATE["size"]
         work_shape = fixed.shape if not size else (int(size), int(size))
         res = register_pair(_STATE["registrar"], _resize(fixed, work_shape), _resize(moving, work_shape),
-                            _STATE["policy"])
+                            _STATE["policy"], _STATE["fallback"])
         m = scale_matrix(res.matrix, fixed.shape[1] / work_shape[1], fixed.shape[0] / work_shape[0])
         rec.update(flag=res.flag.value, error=res.error, matrix=m.tolist(), metric=res.metric, score=res.score,
                    score_before=res.score_before, ssim_before=res.ssim_before, ssim_after=res.ssim_after,
-                   oof=res.out_of_field_frac, work_size=list(work_shape))
+                   oof=res.out_of_field_frac, work_size=list(work_shape), fallback=res.extra.get("fallback", ""))
         if res.flag is Flag.OK:
             out = res.warped if work_shape == fixed.shape else warp(moving, m, fixed.shape, _STATE["policy"].border)
             write_png(task.png, out)

@@ -36,6 +36,8 @@ class RegistrationConfig:
     # Pairs whose QC score (NCC of fixed and warped, in field) is below this are dropped (and listed with why).
     min_score: float = 0.3
     qc: QcConfig = field(default_factory=QcConfig)
+    # If the estimate fails QC, retry with this motion model (e.g. euclidean: rigid, no scale/shear); null = no retry.
+    fallback_motion: Optional[str] = None
     # Input manifest for `python -m bjexp.register`; null = the one `data.builder` makes (not part of any key).
     manifest: Optional[str] = None
     # Parallelism and SLURM-array sharding (not part of any cache key).
