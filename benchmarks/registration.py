@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))  # run as a script from a checkout  # noqa: E402
 
 from bjexp.imaging import read_grey  # noqa: E402
 from bjexp.registration import build_registrar, register_pair  # noqa: E402
+from bjexp.registration.methods import option_config  # noqa: E402
 from bjexp.registration.base import IDENTITY, Flag, RegistrationFailed, corner_error  # noqa: E402
 from bjexp.registration.known import known_pair, pose_truth, random_pose  # noqa: E402
 from bjexp.registration.qc import mutual_information, ncc, ssim  # noqa: E402
@@ -36,20 +37,6 @@ REAL = REPO.parent / "shared" / "data" / "real-cxr"
 RESULTS = REPO / "benchmarks" / "results"
 # The options of conf/registration/*.yaml, loaded through their schemas (so the benchmark runs what users run).
 METHODS = ["none", "affine_ecc", "affine_ecc_fast", "affine_sitk", "affine_sitk_published"]
-
-
-def load_option(name: str) -> dict:
-    """conf/registration/<name>.yaml merged onto the schema it names (what `registration=<name>` composes to)."""
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
-
-    from bjexp import schema
-
-    schema.register()
-    yaml = OmegaConf.load(REPO / "conf" / "registration" / f"{name}.yaml")
-    base = next(d for d in yaml.pop("defaults") if d != "_self_")
-    node = ConfigStore.instance().load(f"registration/{base}.yaml").node
-    return OmegaConf.to_container(OmegaConf.merge(node, yaml), resolve=True)
 
 
 @dataclass
@@ -185,7 +172,8 @@ def main() -> None:
     if not REAL.is_dir():
         sys.exit(f"real CXRs not found at {REAL} (the benchmark needs ../shared/data/real-cxr beside the repo)")
     cv2.setNumThreads(1)
-    cfgs = {n: {**load_option(n), "threads": 1} for n in a.methods}
+    load_start = [round(x, 1) for x in os.getloadavg()]
+    cfgs = {n: {**option_config(n), "threads": 1} for n in a.methods}
     known = []
     for size, n in ((256, a.n), (512, a.n512)):
         for row in run_known(cfgs, known_set(size, n, seed=size)):
@@ -206,7 +194,8 @@ def main() -> None:
     for r in known:
         if r["size"] in ref and r["method"] != "none":
             r["speedup_vs_published"] = r["pairs_per_s_estimate"] / ref[r["size"]]["pairs_per_s_estimate"]
-    machine = {"load_avg_1_5_15": os.getloadavg(), "cores": os.cpu_count(), "cpu": next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if "model name" in ln), "?"),
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if "model name" in ln), "?")
+    machine = {"load_avg_1_5_15_start": load_start, "load_avg_1_5_15_end": [round(x, 1) for x in os.getloadavg()], "cores": os.cpu_count(), "cpu": cpu,
                "python": platform.python_version(), "opencv": cv2.__version__,
                "simpleitk": __import__("SimpleITK").Version_VersionString(), "numpy": np.__version__}
     command = "python " + " ".join(sys.argv)

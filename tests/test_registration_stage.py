@@ -183,3 +183,18 @@ def test_entry_point(store, tmp_path):
     out = Path(p.stdout.strip().splitlines()[-1])
     assert len(mf.read(out)) == N - 1
     assert len(list((tmp_path / "cache" / "registration").glob("*/pairs/*/*.json"))) == N
+
+
+def test_same_pairs_as_gives_every_arm_the_same_pairs(store, tmp_path):
+    """The intersection rule before training: `none` and `affine_ecc` arms end with identical pair sets (the
+    noise pair that ECC drops is excluded from `none` too, with who dropped it)."""
+    none = make_cfg(tmp_path, method="none", name="none", same_pairs_as=["none", "affine_ecc"])
+    ecc = make_cfg(tmp_path, same_pairs_as=["none", "affine_ecc"])
+    a, b = register_manifest(store, none), register_manifest(store, ecc)
+    da, db = mf.read(a), mf.read(b)
+    assert set(da["pair_id"]) == set(db["pair_id"]) == {f"pair{i}" for i in range(N - 1)}
+    excluded = pd.read_csv(a.parent / "excluded.csv")
+    assert excluded.to_dict("records") == [{"pair_id": f"pair{N - 1}", "dropped_by": "affine_ecc"}]
+    # re-rooted paths still point at the original images (none) and the warped ones (ecc)
+    assert all(p.is_file() for d in (da, db) for p in mf.resolve(d, "current_path"))
+    assert read_grey(mf.resolve(da, "current_path")[0]).tobytes() == read_grey(store.parent / "img/c0.png").tobytes()

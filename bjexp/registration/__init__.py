@@ -26,9 +26,14 @@ def register_manifest(manifest_path: Path, cfg: DictConfig) -> Path:
     keyed by the manifest's content hash and the registration config: the moving column points to warped images,
     QC columns are added, and dropped pairs (failed, or score below `registration.min_score`) are listed with
     their reason in `dropped.csv` beside it. Sharding is for `python -m bjexp.register`; here every pair is done.
+    With `registration.same_pairs_as` (the intersection rule) the result is further restricted to the pairs every
+    listed option keeps (those are registered too, from the cache when already done).
     """
-    if cfg.registration.get("method", "none") == "none":
-        return Path(manifest_path)
     from bjexp.registration.stage import run
+    from bjexp.registration.subset import same_pairs
 
-    return run(Path(manifest_path), cfg, shard=(0, 1))
+    out = Path(manifest_path)
+    if cfg.registration.get("method", "none") != "none":
+        out = run(out, cfg, shard=(0, 1))
+    others = [o for o in (cfg.registration.get("same_pairs_as") or []) if o != cfg.registration.name]
+    return same_pairs(out, Path(manifest_path), cfg, others) if others else out

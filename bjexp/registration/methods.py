@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -48,3 +49,24 @@ def build_policy(reg_cfg: DictConfig | dict) -> QcPolicy:
     qc = reg_cfg.get("qc") or {}
     qc = OmegaConf.to_container(qc, resolve=True) if isinstance(qc, DictConfig) else dict(qc)
     return QcPolicy(**qc)
+
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "registration"
+
+
+def option_config(name: str, conf_dir: Path = CONF_DIR) -> dict:
+    """conf/registration/<name>.yaml merged onto the schema it names: what `registration=<name>` composes to
+    (without a Hydra app, e.g. for the intersection rule and the benchmark)."""
+    from hydra.core.config_store import ConfigStore
+
+    from bjexp import schema
+
+    path = conf_dir / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in conf_dir.glob("*.yaml"))
+        raise ValueError(f"registration option {name!r} not found in {conf_dir} (options: {known})")
+    schema.register()
+    yaml = OmegaConf.load(path)
+    base = next(d for d in yaml.pop("defaults") if d != "_self_")
+    node = ConfigStore.instance().load(f"registration/{base}.yaml").node
+    return OmegaConf.to_container(OmegaConf.merge(node, yaml), resolve=True)

@@ -33,7 +33,8 @@ class SitkRegistrar:
         if self.metric not in ("mattes", "mean_squares"):
             raise ValueError(f"registration.metric={self.metric!r}: expected 'mattes' or 'mean_squares'")
         if self.optimizer not in ("regular_step", "gradient_descent"):
-            raise ValueError(f"registration.optimizer={self.optimizer!r}: expected 'regular_step' or 'gradient_descent'")
+            raise ValueError(f"registration.optimizer={self.optimizer!r}: "
+                             "expected 'regular_step' or 'gradient_descent'")
         if len(self.shrink_factors) != len(self.smoothing_sigmas):
             raise ValueError("registration.shrink_factors and smoothing_sigmas must have the same length")
 

@@ -35,7 +35,7 @@ from bjexp.registration.pair import register_pair
 log = logging.getLogger(__name__)
 
 # Fields that do not change a pair's result (runtime, filtering, naming) and so stay out of the cache key.
-NOT_IN_KEY = ("name", "manifest", "workers", "shard", "progress", "min_score", "direction")
+NOT_IN_KEY = ("name", "manifest", "same_pairs_as", "workers", "shard", "progress", "min_score", "direction")
 QC_COLUMNS = ["reg_flag", "reg_score", "reg_ssim_before", "reg_ssim_after", "reg_oof", "reg_matrix"]
 DIRECTIONS = {"current_to_prior": ("prior_path", "current_path"), "prior_to_current": ("current_path", "prior_path")}
 

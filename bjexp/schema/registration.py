@@ -38,6 +38,9 @@ class RegistrationConfig:
     qc: QcConfig = field(default_factory=QcConfig)
     # If the estimate fails QC, retry with this motion model (e.g. euclidean: rigid, no scale/shear); null = no retry.
     fallback_motion: Optional[str] = None
+    # The intersection rule: keep only the pairs that every listed option keeps as well (e.g. [none, affine_ecc] in
+    # every arm of a registration sweep), so all arms train and evaluate on the same pairs. [] = no restriction.
+    same_pairs_as: list[str] = field(default_factory=list)
     # Input manifest for `python -m bjexp.register`; null = the one `data.builder` makes (not part of any key).
     manifest: Optional[str] = None
     # Parallelism and SLURM-array sharding (not part of any cache key).
