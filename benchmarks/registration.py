@@ -196,8 +196,8 @@ def main() -> None:
             r["speedup_vs_published"] = r["pairs_per_s_estimate"] / ref[r["size"]]["pairs_per_s_estimate"]
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if "model name" in ln), "?")
     load_end = [round(x, 1) for x in os.getloadavg()]
-    machine = {"load_avg_1_5_15_start": load_start, "load_avg_1_5_15_end": load_end, "cores": os.cpu_count(), "cpu": cpu,
-               "python": platform.python_version(), "opencv": cv2.__version__,
+    machine = {"load_avg_1_5_15_start": load_start, "load_avg_1_5_15_end": load_end, "cores": os.cpu_count(),
+               "cpu": cpu, "python": platform.python_version(), "opencv": cv2.__version__,
                "simpleitk": __import__("SimpleITK").Version_VersionString(), "numpy": np.__version__}
     command = "python " + " ".join(sys.argv)
     (a.out.with_suffix(".json")).write_text(json.dumps({"command": command, "machine": machine, "known": known,
