@@ -20,7 +20,7 @@ from bjexp.registration.known import known_pair, phantom
 from bjexp.registration.qc import ncc
 import bjexp.registration.stage as stage
 from bjexp.registration.stage import parse_shard, run
-from bjexp.schema.registration import EccConfig, RegistrationConfig
+from bjexp.schema.registration import EccConfig, RegistrationConfig, SitkConfig
 
 REPO = Path(__file__).resolve().parents[1]
 N = 8
@@ -198,3 +198,24 @@ def test_same_pairs_as_gives_every_arm_the_same_pairs(store, tmp_path):
     # re-rooted paths still point at the original images (none) and the warped ones (ecc)
     assert all(p.is_file() for d in (da, db) for p in mf.resolve(d, "current_path"))
     assert read_grey(mf.resolve(da, "current_path")[0]).tobytes() == read_grey(store.parent / "img/c0.png").tobytes()
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (REPO / "conf" / "registration").glob("*.yaml")))
+def test_every_option_composes_and_maps_onto_its_registrar(option):
+    import dataclasses
+
+    from bjexp.registration import build_registrar
+    from bjexp.registration.methods import option_config
+
+    cfg = option_config(option)
+    assert cfg["name"] == option
+    reg = build_registrar(cfg)
+    # every method field of the schema reaches the registrar (no silently ignored setting)
+    method_fields = set(cfg) - {f.name for f in dataclasses.fields(RegistrationConfig)}
+    assert method_fields <= {f.name for f in dataclasses.fields(reg)}, method_fields
+
+
+@pytest.mark.parametrize("schema", [RegistrationConfig, EccConfig, SitkConfig])
+def test_a_mistyped_key_fails_naming_it(schema):
+    with pytest.raises(Exception, match="iteratons"):
+        OmegaConf.merge(OmegaConf.structured(schema), {"iteratons": 3})
