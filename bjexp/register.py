@@ -20,18 +20,20 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> Path | None:
-    from bjexp.registration.stage import run as register
+    from bjexp.registration import register_manifest
+    from bjexp.registration.stage import parse_shard
+    from bjexp.registration.stage import run as register_shard
 
     src = cfg.registration.get("manifest")
     manifest = Path(src) if src else Path(get_method(cfg.data.builder)(cfg))
-    if cfg.registration.get("method", "none") == "none":
-        log.info("registration=none: training uses %s as is", manifest)
-        return manifest
-    out = register(manifest, cfg)
-    if out is None:
-        log.info("shard %s done; run once without a shard to assemble the manifest", cfg.registration.shard)
-    else:
-        print(out)
+    shard = parse_shard(cfg.registration.get("shard"))
+    if shard != (0, 1):
+        if cfg.registration.get("method", "none") != "none":
+            register_shard(manifest, cfg, shard)
+        log.info("shard %d/%d done; run once without a shard to assemble the manifest", *shard)
+        return None
+    out = register_manifest(manifest, cfg)
+    print(out)
     return out
 
 

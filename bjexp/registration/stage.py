@@ -172,10 +172,14 @@ def run_pairs(tasks: Iterable[PairTask], reg: dict, shard: tuple[int, int] = (0,
     with Progress(*cols, disable=not reg.get("progress", True)) as bar:
         job = bar.add_task("pairs", total=len(todo))
         if workers == 1:
+            threads = cv2.getNumThreads()
             _init_worker(reg)
-            for t in todo.values():
-                out[t.key] = _work(t)
-                bar.advance(job)
+            try:
+                for t in todo.values():
+                    out[t.key] = _work(t)
+                    bar.advance(job)
+            finally:
+                cv2.setNumThreads(threads)  # leave the calling process as it was
         else:
             with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(reg,)) as pool:
                 futs = [pool.submit(_work, t) for t in todo.values()]
