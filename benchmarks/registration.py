@@ -36,7 +36,7 @@ from bjexp.registration.qc import mutual_information, ncc, ssim  # noqa: E402
 REAL = REPO.parent / "shared" / "data" / "real-cxr"
 RESULTS = REPO / "benchmarks" / "results"
 # The options of conf/registration/*.yaml, loaded through their schemas (so the benchmark runs what users run).
-METHODS = ["none", "affine_ecc", "affine_ecc_fast", "affine_sitk", "affine_sitk_published"]
+METHODS = ["none", "affine_ecc", "affine_ecc_full", "affine_sitk", "affine_sitk_published"]
 
 
 @dataclass

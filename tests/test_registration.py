@@ -16,7 +16,7 @@ from bjexp.registration.qc import mutual_information, ncc, ssim
 from bjexp.registration.sitk import to_matrix
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-cxr"
-METHODS = {"affine_ecc": {"method": "ecc"}, "affine_ecc_fast": {"method": "ecc", "finest_level": 1},
+METHODS = {"affine_ecc": {"method": "ecc"}, "affine_ecc_full": {"method": "ecc", "finest_level": 0},
            "affine_sitk": {"method": "sitk"}}
 
 

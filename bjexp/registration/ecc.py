@@ -47,10 +47,12 @@ class EccRegistrar:
     iterations: tuple[int, ...] = (50, 30, 15, 5)
     eps: float = 1e-3
     gauss_filt_size: int = 3
+    # Smoothing at the finest refined level: none (1) is the most precise once the coarse levels have converged.
+    finest_gauss_filt_size: int = 1
     init: str = "phase_correlation"  # or "identity"
     # Stop refining at this pyramid level (0 = full resolution); the estimate is scaled up to full resolution.
-    # Level 1 halves the cost of the finest level for ~2x the (already sub-0.1 px) error.
-    finest_level: int = 0
+    # Level 1 costs ~1/3 of level 0 for ~0.1 px instead of ~0.015 px error at 256 px (benchmark).
+    finest_level: int = 1
 
     def __post_init__(self) -> None:
         if self.motion not in MOTIONS:
@@ -79,8 +81,8 @@ class EccRegistrar:
             if self.motion == "translation":
                 warp = np.array([[1, 0, m[0, 2]], [0, 1, m[1, 2]]], np.float32)
             try:
-                cc, warp = cv2.findTransformECC(fp[lvl], mp[lvl], warp, MOTIONS[self.motion], crit, None,
-                                                self.gauss_filt_size)
+                g = self.finest_gauss_filt_size if lvl == finest else self.gauss_filt_size
+                cc, warp = cv2.findTransformECC(fp[lvl], mp[lvl], warp, MOTIONS[self.motion], crit, None, g)
             except cv2.error as e:  # e.g. "The algorithm stopped before its convergence" (uncorrelated images)
                 msg = str(e).strip().splitlines()[-1].split(" error: ")[-1].split(" in function")[0]
                 raise RegistrationFailed(f"ECC at pyramid level {lvl}: {msg}") from None

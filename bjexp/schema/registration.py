@@ -58,9 +58,10 @@ class EccConfig(RegistrationConfig):
     levels: Optional[int] = None
     iterations: list[int] = field(default_factory=lambda: [50, 30, 15, 5])  # per level, coarsest first
     eps: float = 1e-3
-    gauss_filt_size: int = 3
+    gauss_filt_size: int = 3          # smoothing at the coarser levels (capture range)
+    finest_gauss_filt_size: int = 1   # no smoothing at the finest refined level (precision)
     init: str = "phase_correlation"   # phase_correlation | identity
-    finest_level: int = 0             # 1 = stop refining at half resolution (faster, ~0.1 px)
+    finest_level: int = 1             # 0 = refine at full resolution (affine_ecc_full), 1 = stop at half
 
 
 @dataclass
