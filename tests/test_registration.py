@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bjexp.registration import Flag, build_registrar, register_pair
+from bjexp.registration import Flag, QcPolicy, build_registrar, register_pair
 from bjexp.registration.base import (IDENTITY, compose, corner_error, decompose, invert, pose_matrix,
                                      scale_matrix, warp)
 from bjexp.registration.ecc import phase_shift
@@ -164,6 +164,19 @@ def test_fallback_rescues_a_failed_estimate_and_says_so():
     fb = build_registrar({"method": "ecc", "name": "affine_ecc", "fallback_motion": "euclidean"}, fallback=True)
     assert fb.motion == "euclidean" and fb.name == "affine_ecc/euclidean"
     assert build_registrar({"method": "ecc"}, fallback=True) is None
+
+
+def test_qc_at_capped_resolution_agrees_with_native():
+    rng = np.random.default_rng(4)
+    truth = random_pose(rng, 512)
+    fixed, moving = known_pair(phantom(768, 8), truth, 512, rng=rng)
+    reg = build_registrar(METHODS["affine_ecc"])
+    capped = register_pair(reg, fixed, moving, QcPolicy(qc_size=128))
+    native = register_pair(reg, fixed, moving, QcPolicy(qc_size=None))
+    assert np.allclose(capped.matrix, native.matrix) and capped.warped.shape == (512, 512)
+    assert capped.score == pytest.approx(native.score, abs=0.02)
+    assert capped.score_before == pytest.approx(native.score_before, abs=0.02)
+    assert capped.ssim_after > capped.ssim_before and native.ssim_after > native.ssim_before
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from bjexp.registration.base import (IDENTITY, Flag, Registrar, RegistrationFailed, RegistrationResult,
@@ -22,6 +23,9 @@ class QcPolicy:
     min_gain: float = -0.01           # failed if NCC after < NCC before + min_gain (registration made it worse)
     min_correlation: float = 0.15     # failed if NCC after is below: the images do not correspond (e.g. noise)
     border: str = "replicate"         # how out-of-field pixels are filled in the warped image
+    # QC similarities are computed on copies downsized to at most this side (px): QC then costs the same at any
+    # stored resolution and `min_score` means the same thing at 256 and 1024 px. null = native resolution.
+    qc_size: int | None = 256
 
 
 def implausible(m: np.ndarray, shape: tuple[int, int], p: QcPolicy) -> str:
@@ -69,8 +73,17 @@ def _register(registrar: Registrar, fixed: np.ndarray, moving: np.ndarray, p: Qc
             raise ValueError(f"{name} image must be uint8 grey (H, W); got {a.dtype} {a.shape}")
     if fixed.shape != moving.shape:
         raise ValueError(f"fixed {fixed.shape} and moving {moving.shape} must have the same shape (resize first)")
-    score_before = ncc(fixed, moving)
-    ssim_before = ssim(fixed, moving)
+    shrink = p.qc_size is not None and max(fixed.shape) > p.qc_size
+
+    def small(a: np.ndarray) -> np.ndarray:  # the QC copy
+        if not shrink:
+            return a
+        f = p.qc_size / max(a.shape)
+        return cv2.resize(a, (round(a.shape[1] * f), round(a.shape[0] * f)), interpolation=cv2.INTER_AREA)
+
+    fixed_q = small(fixed)
+    score_before = ncc(fixed_q, small(moving))
+    ssim_before = ssim(fixed_q, small(moving))
 
     def unchanged(flag: Flag, metric: float = math.nan, error: str = "", extra: dict | None = None):
         return RegistrationResult(moving.copy(), IDENTITY.copy(), metric, score_before, score_before,
@@ -87,12 +100,13 @@ def _register(registrar: Registrar, fixed: np.ndarray, moving: np.ndarray, p: Qc
         return unchanged(Flag.ALREADY_ALIGNED, metric, extra={"estimate": m.tolist()})
     warped = warp(moving, m, fixed.shape, p.border)
     inside = in_field_mask(m, fixed.shape, moving.shape)
-    score = ncc(fixed, warped, inside)
+    warped_q, inside_q = small(warped), small(inside.astype(np.uint8) * 255) == 255
+    score = ncc(fixed_q, warped_q, inside_q)
     if score < score_before + p.min_gain:
         return unchanged(Flag.FAILED, metric, f"similarity decreased: NCC {score_before:.3f} -> {score:.3f}",
                          {"estimate": m.tolist()})
     if score < p.min_correlation:
         return unchanged(Flag.FAILED, metric, f"no correspondence: NCC after {score:.3f} < {p.min_correlation}",
                          {"estimate": m.tolist()})
-    return RegistrationResult(warped, m, float(metric), score, score_before, ssim_before, ssim(fixed, warped),
+    return RegistrationResult(warped, m, float(metric), score, score_before, ssim_before, ssim(fixed_q, warped_q),
                               float(1.0 - inside.mean()), Flag.OK)

@@ -22,6 +22,7 @@ class QcConfig:
     min_gain: float = -0.01
     min_correlation: float = 0.15
     border: str = "replicate"  # replicate | constant | reflect
+    qc_size: Optional[int] = 256  # QC similarities on copies downsized to at most this side; null = native
 
 
 @dataclass
