@@ -150,6 +150,12 @@ def test_intersection_rule(tmp_path):
     df = pd.DataFrame({"pair_id": ["1", "2", "3", "4"], "x": range(4)})
     assert list(restrict(df, sub)["pair_id"]) == ["2", "3"]
     assert restrict(df, None) is df
+    p = subprocess.run([sys.executable, "-m", "bjexp.registration", "common-pairs", str(tmp_path / "cli.csv"), str(a),
+                        str(b)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and list(pd.read_csv(tmp_path / "cli.csv")["pair_id"]) == [2, 3]
+    p = subprocess.run([sys.executable, "-m", "bjexp.registration", "common-pairs", str(tmp_path / "x.csv"),
+                        str(tmp_path / "missing.csv")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "manifest not found" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_parse_shard(monkeypatch):

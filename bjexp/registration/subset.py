@@ -6,12 +6,11 @@ pairs kept by *every* arm (the `none` manifest keeps all):
 
 - before training (recommended): `registration.same_pairs_as=[none,affine_ecc]` in every arm; each arm then trains
   and evaluates on the same pairs (`same_pairs` below, called by `register_manifest`);
-- after the fact: `python -m bjexp.registration.subset OUT.csv MANIFEST [MANIFEST ...]` writes the common
-  pair_ids, and `restrict(df, OUT.csv)` applies them to any manifest or result table.
+- after the fact: `python -m bjexp.registration common-pairs OUT.csv MANIFEST [MANIFEST ...]` writes the
+  common pair_ids, and `restrict(df, OUT.csv)` applies them to any manifest or result table.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -46,7 +45,8 @@ def restrict(df: pd.DataFrame, subset: str | Path | None) -> pd.DataFrame:
     if subset is None:
         return df
     if not Path(subset).is_file():
-        raise FileNotFoundError(f"pair subset not found: {subset} (write it with python -m bjexp.registration.subset)")
+        raise FileNotFoundError(f"pair subset not found: {subset} "
+                                "(write it with python -m bjexp.registration common-pairs)")
     keep = set(pd.read_csv(subset, dtype={"pair_id": str})["pair_id"])
     return df[df["pair_id"].astype(str).isin(keep)].reset_index(drop=True)
 
@@ -82,16 +82,3 @@ def same_pairs(registered: Path, source: Path, cfg: DictConfig, others: list[str
         pd.DataFrame(excluded, columns=["pair_id", "dropped_by"]).to_csv(f, index=False)
     write_json(out_dir / "sources.json", {"arm": str(registered), **{n: str(p) for n, p in theirs.items()}})
     return mf.write(kept.reset_index(drop=True), out_dir / "manifest.csv")
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m bjexp.registration.subset", description=__doc__.split("\n\n")[0])
-    ap.add_argument("out", type=Path, help="CSV to write (one pair_id column)")
-    ap.add_argument("manifests", nargs="+", type=Path, help="registered manifests of the sweep (incl. none's)")
-    a = ap.parse_args(argv)
-    p = write_common_subset(a.manifests, a.out)
-    print(f"{len(common_pair_ids(a.manifests))} common pairs -> {p}")
-
-
-if __name__ == "__main__":
-    main()
