@@ -137,29 +137,37 @@ def _file_hash(path: Path) -> str | None:
         return None
 
 
-def plan(df: pd.DataFrame, reg: dict, root: Path) -> tuple[list[PairTask | None], str]:
-    """One PairTask per manifest row (None where an image file is missing), in row order."""
+def plan(df: pd.DataFrame, reg: dict, root: Path, shard: tuple[int, int] = (0, 1)) -> list[PairTask | None]:
+    """One PairTask per manifest row of this shard (rows i, i+n, …; None where an image file is missing).
+
+    Sharding by row keeps each array task to hashing and reading its own rows' images; rows holding the same two
+    images in different shards compute the same record, and the atomic writes make that harmless."""
     fixed_col, moving_col = DIRECTIONS[reg["direction"]]
     mkey = method_key(reg)
     pairs_dir = root / mkey / "pairs"
+    i, n = shard
+    rows = df.iloc[i::n]
     tasks: list[PairTask | None] = []
     hashes: dict[Path, str | None] = {}
-    for f, m in zip(mf.resolve(df, fixed_col), mf.resolve(df, moving_col)):
-        hf = hashes.setdefault(f, _file_hash(f))
-        hm = hashes.setdefault(m, _file_hash(m))
+    for f, m in zip(mf.resolve(rows, fixed_col), mf.resolve(rows, moving_col)):
+        if f not in hashes:
+            hashes[f] = _file_hash(f)
+        if m not in hashes:
+            hashes[m] = _file_hash(m)
+        hf, hm = hashes[f], hashes[m]
         if hf is None or hm is None:
             tasks.append(None)
             continue
         k = hashlib.sha256(f"{mkey}:{hf}:{hm}".encode()).hexdigest()[:24]
         d = pairs_dir / k[:2]
         tasks.append(PairTask(k, str(f), str(m), str(d / f"{k}.png"), str(d / f"{k}.json")))
-    return tasks, mkey
+    return tasks
 
 
-def run_pairs(tasks: Iterable[PairTask], reg: dict, shard: tuple[int, int] = (0, 1)) -> dict[str, dict]:
-    """Register every task of this shard that has no cached record; returns fresh records by key."""
+def run_pairs(tasks: Iterable[PairTask | None], reg: dict, shard: tuple[int, int] = (0, 1)) -> dict[str, dict]:
+    """Register every task that has no cached record; returns fresh records by key."""
     i, n = shard
-    todo = {t.key: t for t in tasks if t is not None and int(t.key, 16) % n == i and not Path(t.json).is_file()}
+    todo = {t.key: t for t in tasks if t is not None and not Path(t.json).is_file()}
     if not todo:
         return {}
     workers = int(reg.get("workers") or 0) or usable_cores()
@@ -272,7 +280,7 @@ def run(manifest_path: Path, cfg: DictConfig, shard: tuple[int, int] | None = No
         log.info("registration=%s: cache hit %s", reg["name"], out_dir)
         return out_dir / "manifest.csv"
     df = mf.read(manifest_path)
-    tasks, _ = plan(df, reg, cache / "registration")
+    tasks = plan(df, reg, cache / "registration", shard)
     fresh = run_pairs(tasks, reg, shard)
     if shard != (0, 1):
         return None
