@@ -29,9 +29,9 @@ sys.path.insert(0, str(REPO))  # run as a script from a checkout  # noqa: E402
 from bjexp.imaging import read_grey  # noqa: E402
 from bjexp.registration import build_registrar, register_pair  # noqa: E402
 from bjexp.registration.methods import option_config  # noqa: E402
-from bjexp.registration.base import IDENTITY, Flag, RegistrationFailed, corner_error  # noqa: E402
+from bjexp.registration.base import Flag, corner_error  # noqa: E402
 from bjexp.registration.known import known_pair, pose_truth, random_pose  # noqa: E402
-from bjexp.registration.qc import mutual_information, ncc, ssim  # noqa: E402
+from bjexp.registration.qc import mutual_information, ncc  # noqa: E402
 
 REAL = REPO.parent / "shared" / "data" / "real-cxr"
 RESULTS = REPO / "benchmarks" / "results"
