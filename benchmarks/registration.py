@@ -24,14 +24,13 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from a checkout  # noqa: E402
 
-from bjexp.imaging import read_grey  # noqa: E402
-from bjexp.registration import build_registrar, register_pair  # noqa: E402
-from bjexp.registration.methods import option_config  # noqa: E402
-from bjexp.registration.base import Flag, corner_error  # noqa: E402
-from bjexp.registration.known import known_pair, pose_truth, random_pose  # noqa: E402
-from bjexp.registration.qc import mutual_information, ncc  # noqa: E402
+from bjexp.imaging import read_grey
+from bjexp.registration import build_registrar, register_pair
+from bjexp.registration.methods import option_config
+from bjexp.registration.base import Flag, corner_error
+from bjexp.registration.known import known_pair, pose_truth, random_pose
+from bjexp.registration.qc import mutual_information, ncc
 
 REAL = REPO.parent / "shared" / "data" / "real-cxr"
 RESULTS = REPO / "benchmarks" / "results"
