@@ -23,15 +23,14 @@ import cv2
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-
 from bjexp.imaging import read_grey
 from bjexp.registration import build_registrar, register_pair
-from bjexp.registration.methods import option_config
 from bjexp.registration.base import Flag, corner_error
 from bjexp.registration.known import known_pair, pose_truth, random_pose
+from bjexp.registration.methods import option_config
 from bjexp.registration.qc import mutual_information, ncc
 
+REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real-cxr"
 RESULTS = REPO / "benchmarks" / "results"
 # The options of conf/registration/*.yaml, loaded through their schemas (so the benchmark runs what users run).
