@@ -1,7 +1,8 @@
 """Real-world evaluation schema (`eval=real`): torchxrayvision classifiers + torch-fidelity FID, offline.
 
 Same top-level fields as the miniature world's `eval=synthetic` (name, predictor, findings, uncertain,
-n_bootstrap, fid), plus where the weights and the reference caches live and how FID is computed.
+n_bootstrap, max_pairs, grid_pairs), plus `fid`, how FID is computed, and where the weights and the
+reference caches live.
 docs/evaluation.md explains every default.
 """
 from __future__ import annotations
@@ -53,6 +54,8 @@ class RealEvalConfig:
     # Blank labels are always excluded.
     uncertain: str = "exclude"
     n_bootstrap: int = 1000
+    max_pairs: Optional[int] = None  # evaluate a fixed subset (first N test pairs), as the synthetic eval
+    grid_pairs: int = 8
     fid: bool = True
     fid_settings: FIDSettings = field(default_factory=FIDSettings)
     # Local weights (xrv file names, as ~/.torchxrayvision/models_data); `python -m bjexp.assets fetch eval` fills it.
