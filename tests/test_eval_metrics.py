@@ -109,3 +109,27 @@ def test_bootstrap_auroc_ci_covers_binormal_truth():
         ci = stats.bootstrap(lambda r: {"auc": stats.auroc(s[r], y[r])}, np.arange(150), n_resamples=300, seed=t)["auc"]
         hits += ci["lo"] <= truth <= ci["hi"]
     assert 0.88 <= hits / trials <= 0.99
+
+
+def test_unknown_attributes_are_left_out_and_text_codes_rejected():
+    rng = np.random.default_rng(5)
+    df = _frame(50, rng)
+    n = len(df)
+    df["attr_race"] = rng.integers(0, 3, n).astype(float)
+    df["attr_age"] = rng.uniform(20, 90, n)
+    df["attr_sex"] = rng.integers(0, 2, n).astype(float)
+    pred = metrics.Predictions(race=rng.dirichlet(np.ones(3), n), age=rng.uniform(20, 90, n), sex=rng.uniform(0, 1, n))
+    unknown = rng.uniform(size=n) < 0.3
+    blanked = df.copy()
+    for c in ("attr_race", "attr_age", "attr_sex"):
+        blanked.loc[unknown, c] = np.nan
+    got = metrics.score(pred, blanked, findings=[], n_bootstrap=0)["metrics"]
+    keep = ~unknown
+    assert got["test/race_auroc"]["value"] == pytest.approx(
+        roc_auc_score(df["attr_race"][keep], pred.race[keep], multi_class="ovr"), abs=1e-12)
+    assert got["test/age_r"]["value"] == pytest.approx(np.corrcoef(pred.age[keep], df["attr_age"][keep])[0, 1])
+    assert got["test/sex_accuracy"]["value"] == pytest.approx(
+        accuracy_score(df["attr_sex"][keep] == 1, pred.sex[keep] >= 0.5))
+    df["attr_race"] = "WHITE"
+    with pytest.raises(ValueError, match="attr_race.*numeric codes.*code_attributes"):
+        metrics.score(pred, df, findings=[], n_bootstrap=0)

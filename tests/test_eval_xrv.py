@@ -75,6 +75,19 @@ def test_predictions_agree_with_xrv_forward_and_thresholds(predictor):
     assert pred.features.shape == (2, 1024)
 
 
+def test_code_attributes_maps_mimic_text_to_model_classes():
+    from bjexp.eval.xrv import code_attributes
+
+    df = pd.DataFrame({"attr_sex": ["F", "m", "Female", None], "attr_race": [
+        "WHITE - OTHER EUROPEAN", "BLACK/CAPE VERDEAN", "ASIAN - KOREAN", "HISPANIC/LATINO - CUBAN"]})
+    out = code_attributes(df)
+    assert out["attr_sex"].tolist()[:3] == [1.0, 0.0, 1.0] and np.isnan(out["attr_sex"][3])
+    assert out["attr_race"].tolist()[:3] == [RACE_CLASSES.index(c) for c in ("White", "Black", "Asian")]
+    assert np.isnan(out["attr_race"][3])
+    coded = pd.DataFrame({"attr_sex": [0, 1], "attr_race": [2, 0]})
+    assert code_attributes(coded).equals(coded)
+
+
 def test_prediction_cache_roundtrip_and_hit(predictor, tmp_path, monkeypatch):
     imgs = np.random.default_rng(1).integers(0, 256, (2, 64, 64), dtype=np.uint8)
     first = cache.cached_predict(predictor, imgs, tmp_path)
@@ -99,9 +112,9 @@ def _real_manifest(n_pairs: int) -> pd.DataFrame:
                        "current_path": [str(REAL_CXR / p) for p in pairs["current_file"]], "text": ""})
     sex = meta["sex"].reindex(df["patient_id"]).to_numpy()
     age = meta["age"].reindex(df["patient_id"]).to_numpy(dtype=float)
-    df["attr_sex"] = (sex == "f").astype(int)
+    df["attr_sex"] = pd.Series(sex).str.upper()  # raw text as the ingestion writes it; coded by the evaluation
     df["attr_age"] = np.where(np.isnan(age), rng.uniform(30, 90, n), age)
-    df["attr_race"] = rng.integers(0, 3, n)
+    df["attr_race"] = rng.choice(["WHITE", "BLACK/AFRICAN AMERICAN", "ASIAN - CHINESE", "UNKNOWN"], n)
     for f in ("Effusion", "Lung Opacity", "Atelectasis", "Cardiomegaly", "Edema"):
         df[f"prior_{f}"] = rng.choice([1.0, 0.0, -1.0, np.nan], n, p=[0.4, 0.4, 0.1, 0.1])
         df[f"current_{f}"] = rng.choice([1.0, 0.0, -1.0], n, p=[0.45, 0.45, 0.1])

@@ -29,20 +29,23 @@ class EvalAsset:
     sha256: str | None = None
     sha256_prefix: str | None = None
     description: str = ""
+    # Needed by the default `eval=real` config (fetched by `fetch eval`); others are alternatives to opt into.
+    default: bool = True
 
     @property
     def relpath(self) -> str:
         return f"{self.folder}/{self.filename}"
 
 
-def _densenet(name: str, stem: str, trained_on: str) -> EvalAsset:
+def _densenet(name: str, stem: str, trained_on: str, default: bool = False) -> EvalAsset:
     return EvalAsset(f"densenet121-res224-{name}", "xrv", f"{stem}-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
                      f"{XRV_RELEASE}{stem}-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
-                     description=f"xrv DenseNet121 pathology classifier, trained on {trained_on}")
+                     description=f"xrv DenseNet121 pathology classifier, trained on {trained_on}", default=default)
 
 
 _ASSETS = [
-    _densenet("chex", "chex", "CheXpert (Stanford) — default: same labeler as MIMIC-CXR labels, no MIMIC patients"),
+    _densenet("chex", "chex", "CheXpert (Stanford) — default: same labeler as MIMIC-CXR labels, no MIMIC patients",
+              default=True),
     _densenet("nih", "nih", "NIH ChestX-ray14"),
     _densenet("pc", "pc", "PadChest"),
     _densenet("all", "nih-pc-chex-mimic_ch-google-openi-kaggle", "NIH+PC+CheXpert+MIMIC+Google+OpenI+RSNA (includes MIMIC)"),

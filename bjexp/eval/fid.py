@@ -111,8 +111,9 @@ def weights_file(extractor: str, *, xrv_weights: str, xrv_dir: str | Path, incep
                  verify: bool = True) -> Path:
     if extractor == INCEPTION_EXTRACTOR:
         path = Path(os.path.expanduser(str(inception_weights)))
-        return assets.require("inception", path.parent, verify=verify) if path.name == assets.get("inception").filename \
-            else _require_file(path)
+        if path.name == assets.get("inception").filename:  # the published file: checksum-verified
+            return assets.require("inception", path.parent, verify=verify)
+        return _require_file(path)  # any other name: the user's own conversion, taken as is
     if extractor == XRV_EXTRACTOR:
         from bjexp.eval.xrv import full_weights_name
         return assets.require(full_weights_name(xrv_weights), Path(os.path.expanduser(str(xrv_dir))), verify=verify)

@@ -77,6 +77,9 @@ def fid_from_config(cfg_eval: Any, generated: np.ndarray, reference: np.ndarray,
 def score_all(cfg_eval: Any, predictor: metrics.Predictor, df: pd.DataFrame, *, generated: np.ndarray,
               current: np.ndarray, prior: np.ndarray, seed: int = 0) -> dict:
     """All metrics of one run; rows of the three image arrays align with `df` rows. Returns results.json's body."""
+    from bjexp.eval.xrv import code_attributes
+
+    df = code_attributes(df)  # MIMIC's text sex/race -> the classifiers' codes (numeric codes pass unchanged)
     cache_dir = str(_get(cfg_eval, "cache_dir")) if _get(cfg_eval, "cache_reference", False) else None
     findings = list(_get(cfg_eval, "findings"))
     kw = dict(findings=findings, uncertain=str(_get(cfg_eval, "uncertain", "exclude")),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -36,6 +37,25 @@ DEFAULT_WEIGHTS = DENSENET_PREFIX + "chex"
 DEFAULT_WEIGHTS_DIR = "~/.torchxrayvision/models_data"
 RACE_CLASSES = ("Asian", "Black", "White")  # RaceModel.targets: attr_race is the index into this tuple
 RESIZE_POLICY = "bilinear, antialias (as xrv.utils.fix_resolution): 224 px DenseNet & sex, 320 px race & age"
+
+
+def code_attributes(df: pd.DataFrame) -> pd.DataFrame:
+    """Manifest attributes as the xrv models' codes (a copy): attr_sex F/female -> 1, M/male -> 0;
+    attr_race by MIMIC-IV race prefix ASIAN* -> 0, BLACK* -> 1, WHITE* -> 2 (RaceModel's classes, as in
+    Gichoya et al.), any other or unknown race -> blank (left out of race AUROC). Numeric codes pass unchanged."""
+    df = df.copy()
+    if "attr_sex" in df and not pd.api.types.is_numeric_dtype(df["attr_sex"]):
+        df["attr_sex"] = df["attr_sex"].map(
+            lambda v: {"f": 1.0, "female": 1.0, "m": 0.0, "male": 0.0}.get(str(v).strip().lower(), np.nan)
+            if isinstance(v, str) else v).astype(float)
+    if "attr_race" in df and not pd.api.types.is_numeric_dtype(df["attr_race"]):
+        def race(v):
+            if not isinstance(v, str):
+                return v
+            head = v.strip().upper()
+            return next((float(i) for i, c in enumerate(RACE_CLASSES) if head.startswith(c.upper())), np.nan)
+        df["attr_race"] = df["attr_race"].map(race).astype(float)
+    return df
 
 
 def import_xrv():
