@@ -12,7 +12,7 @@ Writes benchmarks/results/eval_cost.md (+ .json) with the command and machine.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import platform
 import statistics
 import sys
@@ -28,6 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _median_time(fn, repeats: int = 3) -> float:
+    """Median of `repeats` timed calls after one warm-up call (repeats=0: time the single call)."""
+    if repeats == 0:
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
     fn()  # warm-up (allocator, oneDNN primitives)
     times = []
     for _ in range(repeats):
@@ -116,6 +121,8 @@ def main() -> None:
         f1, f2 = rng.normal(size=(n, 2048)), rng.normal(size=(n, 2048)) * 1.1
         r["fid_distance_inception_2048d_s"] = _median_time(lambda: fid.fid_from_features(f1, f2), repeats=1)
         r["fid_distance_xrv_1024d_s"] = _median_time(lambda: fid.fid_from_features(f1[:, :1024], f2[:, :1024]), repeats=1)
+        # for comparison: torch-fidelity's own distance (eigenvalues of the D x D product), not used by a run
+        r["fid_distance_inception_2048d_torch_fidelity_s"] = _median_time(lambda: fid.fid_torch_fidelity(f1, f2), repeats=0)
 
         # Scoring with patient-bootstrap CIs (one prefix), at full size.
         p = metrics.Predictions(findings={f: rng.uniform(0, 1, n) for f in findings}, race=rng.dirichlet(np.ones(3), n),
@@ -145,9 +152,12 @@ def main() -> None:
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                "torch_threads": torch.get_num_threads(), "device": args.device,
                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-               "python": platform.python_version(), "torch": torch.__version__}
-    command = "python " + " ".join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).resolve().is_relative_to(ROOT)
-                                    else sys.argv[0], *sys.argv[1:]])
+               "python": platform.python_version(), "torch": torch.__version__,
+               "load_avg_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()],
+               "cpu_count": os.cpu_count()}
+    script = Path(sys.argv[0]).resolve()
+    command = " ".join(["python", str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else sys.argv[0],
+                        *sys.argv[1:]])
     out = Path(args.out)
     write_json(out.with_suffix(".json"), {"command": command, "machine": machine, "args": vars(args),
                                           "measured": r, "estimated": summary})

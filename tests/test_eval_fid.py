@@ -31,14 +31,16 @@ def _torchmetrics_fid(a: np.ndarray, b: np.ndarray) -> float:
     return float(m.compute())
 
 
+@pytest.mark.parametrize("n1,n2,dim", [(600, 500, 48), (90, 120, 160)])  # N > D: torch-fidelity's path; N < D: SVD
 @pytest.mark.parametrize("shift", [0.0, 0.3, 2.0])
-def test_fid_matches_torchmetrics_on_same_features(shift):
+def test_fid_matches_torchmetrics_and_torch_fidelity_on_same_features(shift, n1, n2, dim):
     rng = np.random.default_rng(0)
-    mix = rng.normal(size=(48, 48)) / 7
-    a = rng.normal(size=(600, 48)) @ mix + shift
-    b = rng.normal(size=(500, 48)) @ (mix * 1.2)
-    ours, ref = fid.fid_from_features(a, b), _torchmetrics_fid(a, b)
-    assert ours == pytest.approx(ref, abs=1e-3, rel=1e-6)
+    mix = rng.normal(size=(dim, dim)) / 7
+    a = rng.normal(size=(n1, dim)) @ mix + shift
+    b = rng.normal(size=(n2, dim)) @ (mix * 1.2)
+    ours = fid.fid_from_features(a, b)
+    assert ours == pytest.approx(_torchmetrics_fid(a, b), abs=1e-3, rel=1e-6)
+    assert ours == pytest.approx(fid.fid_torch_fidelity(a, b), abs=1e-3, rel=1e-6)
     assert ours >= 0
 
 
@@ -65,12 +67,12 @@ def test_xrv_fid_pipeline_matches_direct_features_and_caches_reference(xrv_dir, 
     warm = fid.compute_fid(gen, ref, **kw)
     assert calls == [6, 6, 6]  # reference statistics came from the cache
     assert warm["metrics"] == cold["metrics"]
-    assert len(list((tmp_path / "fid").glob("bjexp-ref-*-n6-*stat-fid-features2.pt"))) == 1
+    assert len(list((tmp_path / "fid").glob("bjexp-ref-*-n6-*features-features2.pt"))) == 1
 
     net = load_densenet("chex", xrv_dir)
     with torch.inference_mode():
         feats = [net.features2(to_resolution(uint8_to_xrv(torch.from_numpy(x)).unsqueeze(1), 224)).numpy() for x in (gen, ref)]
-    direct = fid.fid_from_features(*feats)
+    direct = fid.fid_torch_fidelity(*feats)  # features by xrv directly, distance by torch-fidelity
     assert cold["metrics"]["test/fid/xrv-densenet121-features2"] == pytest.approx(direct, rel=1e-3)
     pol = cold["policy"]
     assert pol["n"] == 6 and pol["weights"][fid.XRV_EXTRACTOR]["sha256"] == assets.sha256(
@@ -78,7 +80,7 @@ def test_xrv_fid_pipeline_matches_direct_features_and_caches_reference(xrv_dir, 
 
     # the cache name is the reference content: another reference set cannot hit this entry
     assert pol["reference_images_hash"] == fid.images_hash(ref) != fid.images_hash(ref[::-1].copy())
-    assert len(list((tmp_path / "fid").glob(f"bjexp-ref-{fid.images_hash(ref)}-n6-*"))) == 2  # features + stats
+    assert len(list((tmp_path / "fid").glob(f"bjexp-ref-{fid.images_hash(ref)}-n6-*"))) == 1
 
     with pytest.raises(ValueError, match="n=9"):
         fid.compute_fid(gen, ref, n=9, **kw)
