@@ -15,11 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from bjexp import schema
 from bjexp.data import manifest as mf
-from bjexp.eval.metrics import score
+from bjexp.eval import suite
 from bjexp.imaging import read_grey
 from bjexp.instantiate import instantiate
 from bjexp.io import write_json
 from bjexp.sample import sample_dir, test_rows
+from bjexp.tracking.report import write_grid, write_run_report
 
 schema.register()
 
@@ -35,8 +36,8 @@ def build_predictor(cfg: DictConfig, df):
     return instantiate(p)
 
 
-def evaluate(cfg: DictConfig, df, run_dir: Path, images: dict[str, np.ndarray] | None = None) -> dict:
-    """Score the run's samples; `images` (pair_id -> uint8) may pass in-memory priors/currents to skip re-reading."""
+def evaluate(cfg: DictConfig, df, run_dir: Path) -> dict:
+    """Score the run's samples against the manifest's test rows; writes results.json, grid.png, report.md."""
     run_dir = Path(run_dir)
     rows = test_rows(df, cfg.eval.max_pairs)
     sub = df.iloc[rows].reset_index(drop=True)
@@ -51,20 +52,9 @@ def evaluate(cfg: DictConfig, df, run_dir: Path, images: dict[str, np.ndarray] |
     prior = np.stack([read_grey(p, size) for p in mf.resolve(sub, "prior_path")])
     cur = np.stack([read_grey(p, size) for p in mf.resolve(sub, "current_path")])
     predictor = build_predictor(cfg, df)
-    findings = tuple(cfg.eval.findings)
-    kw = dict(findings=findings, uncertain=cfg.eval.uncertain, n_bootstrap=cfg.eval.n_bootstrap, seed=cfg.seed)
-    p_gen, p_prior, p_cur = predictor.predict(gen), predictor.predict(prior), predictor.predict(cur)
-    results = {"metrics": {}, "counts": {}, "notes": []}
-    for prefix, pred in (("test", p_gen), ("ceiling", p_cur), ("floor", p_prior)):
-        r = score(pred, sub, prior=p_prior, prefix=prefix, **kw)
-        results["metrics"].update(r["metrics"])
-        results["counts"].update(r["counts"])
-        results["notes"] += r["notes"]
-    results["predictor"] = {"name": predictor.name, "version": predictor.version}
+    results = suite.score_all(cfg.eval, predictor, sub, generated=gen, current=cur, prior=prior, seed=cfg.seed)
     results["n_bootstrap"] = cfg.eval.n_bootstrap
     write_json(run_dir / "results.json", results)
-    from bjexp.tracking.report import write_grid, write_run_report
-
     write_grid(run_dir / "grid.png", prior, gen, cur, sub["text"].tolist(), cfg.eval.grid_pairs)
     write_run_report(run_dir, results)
     return results

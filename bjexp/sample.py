@@ -104,7 +104,7 @@ def run(cfg: DictConfig) -> Path:
     ckpt = checkpoint_dir(run_dir) / "last.ckpt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"no checkpoint at {ckpt}: train first (`python -m bjexp.train`)")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)  # our own checkpoint (Lightning format)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     module.load_state_dict(state["state_dict"])
     module.on_load_checkpoint(state)
     return generate(cfg, data, module, run_dir)

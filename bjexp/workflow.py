@@ -57,7 +57,7 @@ def build_module(cfg: DictConfig, data: Data) -> JourneyDiffusion:
         unet.enable_gradient_checkpointing()
     return JourneyDiffusion(unet, vae, encoder, scheme, null, optim=cfg.model.optim, cfg_dropout=cfg.method.cfg_dropout,
                             num_train_timesteps=cfg.model.num_train_timesteps, prediction_type=cfg.model.prediction_type,
-                            texts=data.tables.texts)
+                            texts=data.tables.texts, seed=cfg.seed)
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -78,11 +78,12 @@ def make_trainer(cfg: DictConfig, run_dir: Path, loggers) -> L.Trainer:
         plugins.append(SLURMEnvironment(auto_requeue=False))
     return L.Trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
                      precision=t.precision, max_steps=t.max_steps, max_epochs=-1, log_every_n_steps=t.log_every_n_steps,
-                     val_check_interval=t.val_check_interval, check_val_every_n_epoch=None if t.val_check_interval else 10**6,
+                     val_check_interval=t.val_check_interval, check_val_every_n_epoch=None,
                      limit_val_batches=t.limit_val_batches, gradient_clip_val=t.gradient_clip_val,
                      accumulate_grad_batches=t.accumulate_grad_batches, deterministic=t.deterministic,
                      enable_progress_bar=t.enable_progress_bar, callbacks=[ckpt], logger=loggers or False,
-                     plugins=plugins, default_root_dir=str(run_dir), num_sanity_val_steps=0)
+                     plugins=plugins, default_root_dir=str(run_dir), num_sanity_val_steps=0,
+                     use_distributed_sampler=False)  # StepBatchSampler shards by rank itself
 
 
 def per_device_batch(cfg: DictConfig) -> int:

@@ -14,10 +14,9 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader, Dataset
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bjexp.data import manifest as mf
 from bjexp.imaging import read_grey, uint8_to_model
 from bjexp.io import atomic_write, bytes_hash
 from bjexp.models.encoders import EncodedText
@@ -123,6 +122,31 @@ class PairDataset(Dataset):
         return item
 
 
+class StepBatchSampler(Sampler[list[int]]):
+    """Infinite batches that are a pure function of (seed, micro-step): micro-step m of epoch e takes slice
+    m mod n of a permutation seeded by (seed, e). Starting at `start` makes a resumed run see exactly the batches
+    an uninterrupted run would have seen; `rank`/`world` take disjoint slices of each global batch (DDP)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+        if n < batch_size * world:
+            raise ValueError(f"{n} training pairs < global batch {batch_size * world}: lower model.optim.batch_size")
+        self.n, self.b, self.seed, self.start, self.rank, self.world = n, batch_size, seed, start, rank, world
+        self.per_epoch = n // (batch_size * world)
+
+    def __iter__(self):
+        # Stateful: the trainer re-iterates after each nominal epoch and must continue, not restart.
+        while True:
+            epoch, pos = divmod(self.start, self.per_epoch)
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
+            g = self.b * self.world
+            self.start += 1
+            yield perm[pos * g + self.rank * self.b: pos * g + (self.rank + 1) * self.b].tolist()
+
+    def __len__(self) -> int:
+        # One endless "epoch": the trainer stops at max_steps, and no epoch end discards prefetched batches.
+        return 2**62
+
+
 class JourneyDataModule(L.LightningDataModule):
     def __init__(self, df: pd.DataFrame, tables: Tables, index: dict[str, np.ndarray], *, batch_size: int,
                  num_workers: int = 0, cached: bool = True, kind: str = "triples", seed: int = 0):
@@ -135,14 +159,14 @@ class JourneyDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = PairDataset(self.tables, self.index, self._rows("train"), self.kind, self.cached)
-        g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=g,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        tr = self.trainer
+        start = tr.global_step * tr.accumulate_grad_batches if tr is not None else 0
+        sampler = StepBatchSampler(len(ds), self.batch_size, self.seed, start,
+                                   tr.global_rank if tr else 0, tr.world_size if tr else 1)
+        return DataLoader(ds, batch_sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         ds = PairDataset(self.tables, self.index, self._rows("val"), "triples", self.cached)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
-
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    return mf.read(path)

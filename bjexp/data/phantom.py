@@ -6,7 +6,7 @@ Lung shapes come from the real lung masks shipped in the torchxrayvision wheel (
 """
 from __future__ import annotations
 
-import io
+import functools
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +73,7 @@ def load_lung_masks(size: int, cache_dir: str | Path | None = None) -> np.ndarra
     return masks
 
 
+@functools.lru_cache(maxsize=4)
 def _decode_lung_masks(size: int) -> np.ndarray:
     import importlib.util
 
@@ -141,7 +142,7 @@ class PhantomRenderer:
         for side, (s, (u0, u1, v0, v1)) in sides.items():
             st = f.get("Pneumothorax", FindingState())
             if st.present and st.side in (side, "B"):
-                k = [0, 0.14, 0.24, 0.36][st.severity or 2]
+                k = [0, 0.22, 0.32, 0.42][st.severity or 2]
                 hilum = ((u0 + u1) / 2 * 0.6, (v0 + v1) / 2)
                 collapsed = _scale_about(s, hilum, 1 - k, size)
                 ptx_space = np.maximum(ptx_space, s * (1 - collapsed))
@@ -150,7 +151,7 @@ class PhantomRenderer:
                 lung_fields[side] = s
         inflated = np.clip(lung_fields["L"] + lung_fields["R"], 0, 1)
         img = img - 0.30 * _blur(lungs, size) + 0.045 * tex * inflated
-        img = img - 0.06 * ptx_space
+        img = img - 0.10 * ptx_space
         edge = np.clip(_blur(inflated, size, 0.6) - _blur(inflated, size, 2.0), 0, 1) * (ptx_space.max() > 0)
         img = img + 0.5 * edge * _blur(ptx_space, size, 2.0).clip(0, 1) * 2
 
@@ -177,10 +178,10 @@ class PhantomRenderer:
         if ef.present:
             for side, (s, (u0, u1, v0, v1)) in sides.items():
                 if ef.side in (side, "B"):
-                    h = [0, 0.18, 0.32, 0.48][ef.severity or 2] * (v1 - v0)
+                    h = [0, 0.26, 0.38, 0.52][ef.severity or 2] * (v1 - v0)
                     lateral = np.abs(u - (u0 + u1) / 2) / max(u1 - u0, 1e-3)
                     fluid = (v > v1 - h * (0.55 + 0.9 * lateral)).astype(np.float32) * s
-                    img = img + 0.34 * _blur(fluid, size, 1.0)
+                    img = img + 0.40 * _blur(fluid, size, 1.0)
 
         # Consolidation: a patchy focal opacity in one lung, at a per-patient site.
         co = f.get("Consolidation", FindingState())

@@ -19,6 +19,8 @@ from bjexp.data.phantom import N_RACE, Anatomy, PhantomRenderer, Pose, StudyStat
 from bjexp.io import atomic_dir, config_hash
 from bjexp.progress import progress
 
+# Bump when the phantoms or journeys change: it is part of the cache key, so stale worlds are never reused.
+GENERATOR_VERSION = 2
 PRIOR_PREVALENCE = 0.22  # chance a finding is present at a patient's first study
 STUDY_GAP_DAYS = (20, 400)
 
@@ -94,7 +96,7 @@ def _state_json(state: StudyState) -> str:
 def build_manifest(cfg: DictConfig) -> Path:
     """Generate (or reuse) the synthetic journeys; returns the manifest path."""
     d = cfg.data
-    out = Path(cfg.paths.cache_dir) / "data" / f"synthetic-{config_hash(d)}"
+    out = Path(cfg.paths.cache_dir) / "data" / f"synthetic-{config_hash(d, GENERATOR_VERSION)}"
     if (out / "manifest.csv").is_file():
         return out / "manifest.csv"
     with atomic_dir(out) as tmp:

@@ -60,9 +60,9 @@ def score(pred: Predictions, df: pd.DataFrame, *, findings: tuple[str, ...] | li
     y_cur = {f: _labels(df, "current", f, uncertain) for f in findings}
     y_pri = {f: _labels(df, "prior", f, uncertain) for f in findings}
     changed = {f: (~np.isnan(y_cur[f])) & (~np.isnan(y_pri[f])) & (y_cur[f] != y_pri[f]) for f in findings}
-    race = df[race_column].to_numpy() if race_column in df and pred.race is not None else None
-    age = df[age_column].to_numpy(dtype=np.float64) if age_column in df and pred.age is not None else None
-    sex = df[sex_column].to_numpy() if sex_column in df and pred.sex is not None else None
+    race = _attribute(df, race_column, pred.race)
+    age = _attribute(df, age_column, pred.age)
+    sex = _attribute(df, sex_column, pred.sex)
     sim = None
     if prior is not None and pred.features is not None and prior.features is not None:
         a, b = pred.features, prior.features
@@ -86,13 +86,16 @@ def score(pred: Predictions, df: pd.DataFrame, *, findings: tuple[str, ...] | li
         out[f"{prefix}/pathology_auroc_changed"] = _nanmean(changed_aurocs)
         out[f"{prefix}/pathology_accuracy"] = _nanmean(accs)
         R = A = math.nan
-        if race is not None:
-            out[f"{prefix}/race_auroc"] = R = (stats.multiclass_auroc(pred.race[rows], race[rows])
-                                               if pred.race.shape[1] > 2 else stats.auroc(pred.race[rows, 1], race[rows]))
+        if race is not None:  # rows with an unknown attribute (NaN) are left out of that attribute's metric
+            r = rows[~np.isnan(race[rows])]
+            out[f"{prefix}/race_auroc"] = R = (stats.multiclass_auroc(pred.race[r], race[r])
+                                               if pred.race.shape[1] > 2 else stats.auroc(pred.race[r, 1], race[r]))
         if age is not None:
-            out[f"{prefix}/age_r"] = A = stats.pearson_r(pred.age[rows], age[rows])
+            r = rows[~np.isnan(age[rows])]
+            out[f"{prefix}/age_r"] = A = stats.pearson_r(pred.age[r], age[r])
         if sex is not None:
-            out[f"{prefix}/sex_accuracy"] = stats.accuracy(pred.sex[rows] >= 0.5, sex[rows] == 1)
+            r = rows[~np.isnan(sex[rows])]
+            out[f"{prefix}/sex_accuracy"] = stats.accuracy(pred.sex[r] >= 0.5, sex[r] == 1)
         if sim is not None:
             out[f"{prefix}/identity_similarity"] = float(np.mean(sim[rows]))
         if not any(math.isnan(x) for x in (P, R, A)):
@@ -106,6 +109,18 @@ def score(pred: Predictions, df: pd.DataFrame, *, findings: tuple[str, ...] | li
     return {"metrics": result, "notes": notes,
             "counts": {f"{prefix}/n_pairs": int(len(df)), f"{prefix}/n_patients": int(df["patient_id"].nunique()),
                        **{f"{prefix}/n_changed/{f}": int(changed[f].sum()) for f in findings}}}
+
+
+def _attribute(df: pd.DataFrame, column: str, predicted: np.ndarray | None) -> np.ndarray | None:
+    """Numeric attribute codes as float (blank -> NaN = unknown); text values are an error, not silently dropped."""
+    if predicted is None or column not in df:
+        return None
+    v = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=np.float64)
+    bad = df[column].notna().to_numpy() & np.isnan(v)
+    if bad.any():
+        raise ValueError(f"manifest column {column!r} must hold numeric codes (blank = unknown); got e.g. "
+                         f"{df[column][bad].iloc[0]!r} — code it first (bjexp.eval.xrv.code_attributes)")
+    return v
 
 
 def _nanmean(xs: list[float]) -> float:

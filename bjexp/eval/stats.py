@@ -78,7 +78,7 @@ def bootstrap(statistic: Callable[[np.ndarray], Mapping[str, float]], groups: np
     for k, v in point.items():
         arr = np.asarray(draws[k], dtype=np.float64)
         arr = arr[~np.isnan(arr)]
-        if arr.size < 0.5 * n_resamples:  # a statistic undefined in most resamples has no meaningful CI
+        if arr.size == 0 or arr.size < 0.5 * n_resamples:  # no resamples, or undefined in most: no meaningful CI
             lo = hi = math.nan
         else:
             with warnings.catch_warnings():

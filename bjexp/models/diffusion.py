@@ -25,8 +25,10 @@ def noise_scheduler(num_train_timesteps: int = 1000, prediction_type: str = "eps
 
 class JourneyDiffusion(L.LightningModule):
     def __init__(self, unet, vae, encoder: TextEncoder, scheme, null_text: EncodedText, *, optim, cfg_dropout,
-                 num_train_timesteps: int = 1000, prediction_type: str = "epsilon", texts: list[str] | None = None):
+                 num_train_timesteps: int = 1000, prediction_type: str = "epsilon", texts: list[str] | None = None,
+                 seed: int = 0):
         super().__init__()
+        self.seed = seed
         self.unet, self.vae, self.encoder, self.scheme = unet, vae, encoder, scheme
         self.vae.requires_grad_(False)
         self.register_buffer("null_states", null_text.states.detach().clone(), persistent=False)
@@ -43,7 +45,11 @@ class JourneyDiffusion(L.LightningModule):
         return EncodedText(self.null_states, self.null_mask)
 
     # -- inputs -----------------------------------------------------------------------------------------------
-    def _latents(self, batch) -> tuple[torch.Tensor, torch.Tensor, EncodedText]:
+    def _step_generator(self, *key: int) -> torch.Generator:
+        """All training randomness of a step comes from (seed, step, micro-batch): resuming is exact."""
+        return torch.Generator(device=self.device).manual_seed(hash((self.seed, *key)) & (2**62 - 1))
+
+    def _latents(self, batch, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, EncodedText]:
         """(target latent sample, scaled), (prior latent: posterior mode, unscaled), text states."""
         if "current_moments" in batch:
             cur = DiagonalGaussianDistribution(batch["current_moments"])
@@ -56,20 +62,21 @@ class JourneyDiffusion(L.LightningModule):
             with torch.set_grad_enabled(self.encoder.trainable and self.training):
                 text = self.encoder.encode([self.texts[i] for i in batch["text_index"].tolist()])
         prior = prior * batch["has_prior"].to(prior.dtype)[:, None, None, None]  # curriculum stage 1: null prior
-        return cur.sample() * self.scaling, prior, text
+        z0 = cur.mean + cur.std * torch.randn(cur.mean.shape, generator=g, device=cur.mean.device, dtype=cur.mean.dtype)
+        return z0 * self.scaling, prior, text
 
     def _vae_in(self, images_uint8: torch.Tensor) -> torch.Tensor:
         x = uint8_to_model(images_uint8).to(self.device, self.vae.dtype)
         return x.repeat(1, 3, 1, 1) if self.vae.config.in_channels == 3 else x
 
-    def _loss(self, batch, dropout: bool) -> torch.Tensor:
-        z0, prior, text = self._latents(batch)
+    def _loss(self, batch, dropout: bool, g: torch.Generator) -> torch.Tensor:
+        z0, prior, text = self._latents(batch, g)
         n = z0.shape[0]
         if dropout:
-            drop_text, drop_image = dropout_masks(n, self.cfg_dropout, device=z0.device)
+            drop_text, drop_image = dropout_masks(n, self.cfg_dropout, generator=g, device=z0.device)
             prior, text = apply_dropout(prior, text, self.null, drop_text, drop_image)
-        noise = torch.randn_like(z0)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (n,), device=z0.device)
+        noise = torch.randn(z0.shape, generator=g, device=z0.device, dtype=z0.dtype)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (n,), device=z0.device, generator=g)
         x_t = self.scheduler.add_noise(z0, noise, t)
         target = noise if self.scheduler.config.prediction_type == "epsilon" else self.scheduler.get_velocity(z0, noise, t)
         pred = self.unet(self.scheme.unet_input(x_t, prior), t, encoder_hidden_states=text.states,
@@ -78,14 +85,14 @@ class JourneyDiffusion(L.LightningModule):
 
     # -- Lightning hooks --------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        loss = self._loss(batch, dropout=True)
+        micro = batch_idx % self.trainer.accumulate_grad_batches if self._trainer else 0
+        loss = self._loss(batch, dropout=True, g=self._step_generator(self.global_step, micro, self.global_rank))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["row"]))
         return loss
 
     def validation_step(self, batch, batch_idx):
-        with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
-            torch.manual_seed(batch_idx)  # same noise and timesteps at every validation
-            loss = self._loss(batch, dropout=False)
+        # Same noise and timesteps at every validation, so val/loss curves compare across steps.
+        loss = self._loss(batch, dropout=False, g=self._step_generator(-1, batch_idx, self.global_rank))
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["row"]), sync_dist=True)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
@@ -115,4 +122,11 @@ class JourneyDiffusion(L.LightningModule):
         return {k: v for k, v in sd.items() if not k.startswith(drop)}
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        return super().load_state_dict(state_dict, strict=False, assign=assign)
+        # Frozen parts are absent from checkpoints by design; anything else missing is an error.
+        res = super().load_state_dict(state_dict, strict=False, assign=assign)
+        frozen = ("vae.",) + (() if self.encoder.trainable else ("encoder.",))
+        missing = [k for k in res.missing_keys if not k.startswith(frozen)]
+        if strict and (missing or res.unexpected_keys):
+            raise RuntimeError(f"checkpoint does not match the model: missing {missing[:5]}, "
+                               f"unexpected {res.unexpected_keys[:5]}")
+        return res

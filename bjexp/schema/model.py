@@ -14,7 +14,7 @@ class TinyVAEConfig:
     block_out_channels: list[int] = field(default_factory=lambda: [8, 16, 32, 32])
     norm_num_groups: int = 8
     latent_channels: int = 4
-    train_steps: int = 600
+    train_steps: int = 400
     batch_size: int = 32
     lr: float = 2e-3
     kl_weight: float = 1e-6
@@ -60,7 +60,7 @@ class TinyEncoderConfig:
     layers: int = 2
     heads: int = 2
     embed_dim: int = 64
-    pretrain_steps: int = 300
+    pretrain_steps: int = 200
     pretrain_batch: int = 64
     pretrain_lr: float = 1e-3
 
@@ -138,10 +138,10 @@ class EvalConfig:
 
 @dataclass
 class SyntheticClassifierConfig:
-    steps: int = 1500
+    steps: int = 600
     batch_size: int = 64
-    lr: float = 2e-3
-    width: int = 32
+    lr: float = 3e-3
+    width: int = 16
 
 
 @dataclass

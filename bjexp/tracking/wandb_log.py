@@ -52,4 +52,5 @@ def log_results(loggers: list, results: dict, grid: Path | None) -> None:
             lg.log_image(key="test/grid", images=[str(grid)])
         if hasattr(lg, "experiment") and hasattr(lg.experiment, "summary"):
             lg.experiment.summary.update(flat)
+            lg.experiment.finish()  # a multirun job in the same process starts a fresh W&B run
         lg.finalize("success")
