@@ -21,27 +21,31 @@ def default_dir() -> Path:
 def cmd_list(root: Path) -> int:
     print(f"assets folder: {root}")
     for a in reg.registry().values():
-        src = ", ".join(s.repo_id for s in a.sources) or a.fetch_hint
+        src = ", ".join(s.repo_id for s in a.sources) or ", ".join(u.url for u in a.urls) or a.fetch_hint
         print(f"\n{a.name}: {a.description}\n  folder:  {a.path(root)}\n  enables: {a.enables}\n  source:  {src}")
     return 0
 
 
-def cmd_verify(root: Path, checksums: bool) -> int:
-    """One line per asset; exit status 1 when any is missing or corrupt."""
+def cmd_verify(root: Path, names: list[str], checksums: bool) -> int:
+    """One line per asset. Exit status 1 when a named asset is missing, or a present one fails its checksum."""
     print(f"assets folder: {root}")
-    ok_all = True
+    failed = False
     for a in reg.registry().values():
+        if names and a.name not in names:
+            continue
         missing = a.missing(root)
-        bad = reg.check_record(a.path(root)) if checksums and not missing else []
-        if missing:
+        bad = reg.check_asset(a, root) if checksums and not missing else []
+        if missing and a.optional and not names:
+            print(f"absent   {a.name:<14} (optional) {a.fetch_command}")
+        elif missing:
             print(f"MISSING  {a.name:<14} {a.path(root)}: {', '.join(missing)}\n"
                   f"         fill it, or when online: {a.fetch_command}")
         elif bad:
-            print(f"CORRUPT  {a.name:<14} sha256 differs from the fetch record: {', '.join(bad)}")
+            print(f"CORRUPT  {a.name:<14} checksum differs: {', '.join(bad)}")
         else:
             print(f"ok       {a.name:<14} enables: {a.enables}")
-        ok_all &= not missing and not bad
-    return 0 if ok_all else 1
+        failed |= bool(bad) or bool(missing and names)
+    return 1 if failed else 0
 
 
 def fetch(name: str, root: Path) -> Path:
@@ -51,8 +55,10 @@ def fetch(name: str, root: Path) -> Path:
     from bjexp.io import atomic_dir
 
     a = reg.get(name)
+    if a.urls:
+        return _fetch_urls(a, root)
     if not a.sources:
-        raise SystemExit(f"{name} is not on a hub: {a.fetch_hint}")
+        raise SystemExit(f"{name} has no download source: {a.fetch_hint}")
     dest = a.path(root)
     if not a.missing(root):
         print(f"{name}: already present at {dest}")
@@ -70,12 +76,29 @@ def fetch(name: str, root: Path) -> Path:
     return dest
 
 
+def _fetch_urls(a: reg.Asset, root: Path) -> Path:
+    """Direct downloads (evaluation weights): each file to a temp name, checked against its published checksum,
+    then renamed into place (torch.hub's downloader)."""
+    from torch.hub import download_url_to_file
+
+    for u in a.urls:
+        dst = a.path(root) / u.relpath
+        if dst.is_file():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        download_url_to_file(u.url, str(dst), hash_prefix=u.sha256_prefix or u.sha256, progress=True)
+        print(f"{a.name}: {dst}")
+    return a.path(root)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bjexp.assets", description=__doc__.splitlines()[0])
     p.add_argument("--dir", type=Path, default=None, help="assets folder (default: $BJEXP_ASSETS or ~/.cache/bjexp/assets)")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the registered assets")
-    v = sub.add_parser("verify", help="offline: which assets are present and which runs they enable")
+    v = sub.add_parser("verify", help="offline: which assets are present and which runs they enable; with NAMEs, "
+                                      "exit 1 unless all of them are present")
+    v.add_argument("names", nargs="*", help="assets that must be present (e.g. sd15 biomedclip eval)")
     v.add_argument("--checksums", action="store_true", help="also compare files against the sha256 recorded at fetch")
     f = sub.add_parser("fetch", help="download an asset (needs network)")
     f.add_argument("name")
@@ -84,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "list":
         return cmd_list(root)
     if args.cmd == "verify":
-        return cmd_verify(root, args.checksums)
+        unknown = set(args.names) - set(reg.registry())
+        if unknown:
+            p.error(f"unknown asset(s) {sorted(unknown)}; see `python -m bjexp.assets list`")
+        return cmd_verify(root, args.names, args.checksums)
     fetch(args.name, root)
     return 0
 

@@ -105,9 +105,10 @@ def test_cross_attention_width_mismatch_is_a_clear_error(fake_assets):
 
 
 def test_verify_list_and_checksums(fake_assets, tmp_path, capsys):
-    assert cli.main(["--dir", str(tmp_path), "verify"]) == 1
+    assert cli.main(["--dir", str(tmp_path), "verify"]) == 0  # a report; nothing was required
     assert "fetch sd15" in capsys.readouterr().out
-    assert cli.main(["--dir", str(fake_assets), "verify"]) == 0
+    assert cli.main(["--dir", str(tmp_path), "verify", "sd15"]) == 1
+    assert cli.main(["--dir", str(fake_assets), "verify", "sd15", "biomedclip"]) == 0
     assert cli.main(["--dir", str(fake_assets), "list"]) == 0
     assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in capsys.readouterr().out
     folder = fake_assets / "biomedclip"
@@ -141,10 +142,23 @@ def test_fetch_downloads_all_or_nothing(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["biomedclip"]  # no half-written folder left behind
 
 
-def test_registry_includes_eval_assets_when_that_module_exists(monkeypatch):
-    extra = reg.Asset("xrv-densenet", "xrv", "torchxrayvision DenseNet", ("w.pt",), "eval=mimic")
-    monkeypatch.setitem(sys.modules, "bjexp.eval.assets", types.SimpleNamespace(ASSETS={"xrv-densenet": extra}))
-    assert reg.registry()["xrv-densenet"] is extra and "sd15" in reg.registry()
+def test_registry_includes_eval_assets_when_that_module_exists(tmp_path, capsys):
+    """bjexp.eval.assets (issue 6) supplies `eval` (the default evaluation weights) + optional classifiers;
+    verify checks their published checksums."""
+    ev = pytest.importorskip("bjexp.eval.assets")
+    defaults = [a for a in ev.EVAL_ASSETS.values() if a.default]
+    e = reg.registry()["eval"]
+    assert set(e.required) == {a.relpath for a in defaults} and "sd15" in reg.registry()
+    assert all(n in reg.registry() for n, a in ev.EVAL_ASSETS.items() if not a.default)
+    assert e.missing(tmp_path) == sorted(e.required, key=list(e.required).index)
+    for a in defaults:  # fill with stand-ins: present, but the published checksums (where known) fail
+        (tmp_path / a.relpath).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / a.relpath).write_bytes(b"not the weights")
+    assert e.missing(tmp_path) == []
+    published = {a.relpath for a in defaults if a.sha256 or a.sha256_prefix}
+    assert set(reg.check_asset(e, tmp_path)) == published and published  # Inception's prefix at least
+    assert cli.main(["--dir", str(tmp_path), "verify", "--checksums"]) == 1
+    assert "CORRUPT  eval" in capsys.readouterr().out
 
 
 def test_paper_setting_experiment_composes():
@@ -170,3 +184,21 @@ def test_train_end_to_end_on_fake_sd15_and_biomedclip_folders(fake_assets, tmp_p
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 2 and ckpt["state_dict"]["unet.conv_in.weight"].shape[1] == 8
     assert len(list((tmp_path / "run" / "samples").glob("*.png"))) == 4
+
+
+def test_fetch_eval_downloads_each_default_url_with_its_checksum(tmp_path, monkeypatch):
+    ev = pytest.importorskip("bjexp.eval.assets")
+    import torch.hub
+
+    calls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, hash_prefix))
+        Path(dst).write_bytes(b"w")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    cli.fetch("eval", tmp_path)
+    defaults = [a for a in ev.EVAL_ASSETS.values() if a.default]
+    assert calls == [(a.url, a.sha256_prefix or a.sha256) for a in defaults]
+    assert reg.get("eval").missing(tmp_path) == []
+    cli.fetch("eval", tmp_path)  # present files are not downloaded again
+    assert len(calls) == len(defaults)

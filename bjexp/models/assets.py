@@ -7,6 +7,7 @@ Evaluation weights (xrv classifiers, Inception) are registered by `bjexp.eval.as
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -30,6 +31,21 @@ class HubSource:
 
 
 @dataclass(frozen=True)
+class UrlFile:
+    relpath: str  # relative to the asset's folder
+    url: str
+    sha256: str | None = None
+    sha256_prefix: str | None = None
+
+    def matches(self, path: Path) -> bool | None:
+        """True/False against the published checksum; None when none is published."""
+        if not (self.sha256 or self.sha256_prefix):
+            return None
+        d = sha256(path)
+        return d == self.sha256 if self.sha256 else d.startswith(self.sha256_prefix)
+
+
+@dataclass(frozen=True)
 class Asset:
     name: str
     folder: str  # relative to paths.assets_dir
@@ -37,7 +53,9 @@ class Asset:
     required: tuple[str, ...]  # files that must exist (relative to the folder); any entry may be "a|b" (either)
     enables: str  # the runs it makes possible (config overrides)
     sources: tuple[HubSource, ...] = field(default_factory=tuple)
+    urls: tuple[UrlFile, ...] = field(default_factory=tuple)  # direct downloads (evaluation weights)
     fetch_hint: str = ""  # for assets not on a hub: how to obtain them
+    optional: bool = False  # alternatives no default run needs (listed, never reported as missing)
 
     def path(self, assets_dir: str | Path) -> Path:
         return Path(assets_dir) / self.folder
@@ -76,15 +94,29 @@ ASSETS: dict[str, Asset] = {a.name: a for a in [
 ]}
 
 
-def registry() -> dict[str, Asset]:
-    """Model assets plus evaluation assets (bjexp.eval.assets.ASSETS, when that module is present)."""
-    out = dict(ASSETS)
+def _eval_assets() -> list[Asset]:
+    """`eval` (the default evaluation weights: xrv classifiers + Inception) and each optional xrv classifier,
+    from bjexp.eval.assets.EVAL_ASSETS (direct URL downloads with published checksums)."""
     try:
-        from bjexp.eval import assets as eval_assets
+        from bjexp.eval import assets as ev
     except ImportError:
-        return out
-    for a in getattr(eval_assets, "ASSETS", {}).values() if isinstance(getattr(eval_assets, "ASSETS", None), dict) \
-            else getattr(eval_assets, "ASSETS", []):
+        return []
+    items = list(getattr(ev, "EVAL_ASSETS", {}).values())
+
+    def asset(name, group, description, enables):
+        return Asset(name, ".", description, tuple(a.relpath for a in group), enables,
+                     urls=tuple(UrlFile(a.relpath, a.url, a.sha256, a.sha256_prefix) for a in group))
+    out = [asset("eval", [a for a in items if a.default], "evaluation weights: " +
+                 ", ".join(a.name for a in items if a.default), "eval on real images (pathology/race/age/sex, FID)")]
+    out += [dataclasses.replace(asset(a.name, [a], a.description, f"optional evaluation classifier {a.name}"),
+                                optional=True) for a in items if not a.default]
+    return out
+
+
+def registry() -> dict[str, Asset]:
+    """Model assets plus evaluation assets (when bjexp.eval.assets is present)."""
+    out = dict(ASSETS)
+    for a in _eval_assets():
         out.setdefault(a.name, a)
     return out
 
@@ -123,6 +155,14 @@ def write_record(folder: Path, sources: list[dict]) -> dict:
     record = {"sources": sources, "sha256": files}
     write_json(folder / RECORD, record)
     return record
+
+
+def check_asset(a: Asset, assets_dir: str | Path) -> list[str]:
+    """Files of a present asset that fail their checksum (published ones for URL files, else the fetch record)."""
+    root = a.path(assets_dir)
+    if a.urls:
+        return [u.relpath for u in a.urls if (root / u.relpath).is_file() and u.matches(root / u.relpath) is False]
+    return check_record(root)
 
 
 def check_record(folder: Path) -> list[str]:
