@@ -45,6 +45,11 @@ DB_SOCKET="$STATE/run/mariadb.sock"
 export SLURM_CONF="$CONF"
 
 alive() { [[ -s "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+port_free() {  # refuse to start a daemon on a port someone else (e.g. another cluster's state folder) listens on
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    die "port $1 ($2) is in use: another cluster running from a different state folder? Stop it, or set BJEXP_SLURM_PORT_BASE"
+  fi
+}
 wait_for() {  # wait_for <seconds> <what> <command...>
   local t=$1 what=$2; shift 2
   for ((i = 0; i < t * 10; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
@@ -70,6 +75,7 @@ if [[ ! -d "$STATE/db/mysql" ]]; then
     --skip-test-db >"$STATE/log/mariadb-install.log" 2>&1 || die "mariadb-install-db failed; see $STATE/log/mariadb-install.log"
 fi
 if ! alive "$STATE/run/mariadb.pid"; then
+  port_free "$DB_PORT" MariaDB
   mariadbd --no-defaults --user=root --datadir="$STATE/db" --socket="$DB_SOCKET" --pid-file="$STATE/run/mariadb.pid" \
     --bind-address=127.0.0.1 --port="$DB_PORT" --log-error="$STATE/log/mariadb.log" \
     --innodb-buffer-pool-size=64M --skip-name-resolve >/dev/null 2>&1 &
@@ -125,7 +131,8 @@ EnforcePartLimits=ALL
 ReturnToService=2
 KillWait=10
 MinJobAge=600
-SchedulerParameters=defer_batch
+# Short scheduler cycles: a requeued job starts soon after cred_expire instead of at the next 60 s pass.
+SchedulerParameters=sched_interval=5,bf_interval=5
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$((PORT + 2))
@@ -162,17 +169,20 @@ EOF
 
 # --- slurm daemons ------------------------------------------------------------------------------------------------
 if ! alive "$STATE/run/slurmdbd.pid"; then
+  port_free $((PORT + 2)) slurmdbd
   SLURM_CONF="$CONF" slurmdbd  # reads slurmdbd.conf beside $SLURM_CONF
   wait_for 30 slurmdbd sacctmgr -n list cluster
   log "slurmdbd up"
 fi
 sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
 if ! alive "$STATE/run/slurmctld.pid"; then
+  port_free "$PORT" slurmctld
   slurmctld -f "$CONF"
   wait_for 30 slurmctld scontrol ping
   log "slurmctld up"
 fi
 if ! alive "$STATE/run/slurmd.pid"; then
+  port_free $((PORT + 1)) slurmd
   slurmd -f "$CONF"
   wait_for 30 slurmd bash -c "sinfo -h -N -o %T | grep -Eq '^(idle|mixed|allocated)'"
   log "slurmd up"

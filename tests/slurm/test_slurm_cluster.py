@@ -1,0 +1,130 @@
+"""The SLURM path against a real (local, one-node) cluster: sweeps, requeue + resume, arrays, failures, refusals."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import submitit
+from omegaconf import OmegaConf
+
+import toy_app
+from conftest import APP_OVERRIDES, HERE, SLURM_OVERRIDES, multirun_cmd, run_multirun, sacct_states, wait_for
+
+pytestmark = pytest.mark.slurm
+
+
+def toy_cfg(**overrides):
+    base = OmegaConf.load(HERE / "conf" / "toy.yaml")
+    base.pop("hydra")
+    return OmegaConf.merge(base, overrides)
+
+
+def local_result(tmp_path: Path, **overrides) -> dict:
+    """The same task run here, uninterrupted, without SLURM: the reference a SLURM run must reproduce."""
+    run_dir = tmp_path / "reference"
+    run_dir.mkdir(parents=True)
+    return toy_app.train(toy_cfg(**overrides), run_dir)
+
+
+def submitted_job_ids(sweep_dir: Path) -> list[str]:
+    return sorted(p.name for p in (sweep_dir / ".submitit").glob("*") if p.is_dir())
+
+
+def test_two_job_multirun_returns_metrics(slurm_env, tmp_path, monkeypatch):
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
+    for k, v in slurm_env.items():
+        monkeypatch.setenv(k, v)
+    sweep = tmp_path / "sweep"
+    GlobalHydra.instance().clear()
+    try:
+        hydra = Hydra.create_main_hydra2(task_name="toy_app", config_search_path=create_config_search_path(
+            str(HERE / "conf")))
+        returns = hydra.multirun(config_name="toy", task_function=toy_app.task, overrides=[
+            *APP_OVERRIDES, *SLURM_OVERRIDES, f"hydra.sweep.dir={sweep}", "seed=0,1"])
+    finally:
+        GlobalHydra.instance().clear()
+
+    (batch,) = returns
+    assert [r.overrides for r in batch] == [["seed=0"], ["seed=1"]]
+    for num, r in enumerate(batch):
+        metrics = r.return_value
+        on_disk = json.loads((sweep / str(num) / "results.json").read_text())
+        assert metrics == on_disk
+        ref = local_result(tmp_path / str(num), seed=num)
+        assert metrics["train/steps"] == 20
+        assert metrics["weights"] == ref["weights"]
+    job_ids = {r.return_value["slurm"]["job_id"] for r in batch}
+    assert len(job_ids) == 2 and batch[0].return_value["weights"] != batch[1].return_value["weights"]
+    array_id = batch[0].return_value["slurm"]["array_job_id"]
+    assert sacct_states(array_id) == ["COMPLETED", "COMPLETED"]
+
+
+def test_interrupted_job_is_requeued_and_resumes_to_the_same_result(slurm_env, tmp_path):
+    sweep = tmp_path / "sweep"
+    ckpt = sweep / "0" / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(multirun_cmd(sweep, "steps=20", "step_seconds=0.4"), env=slurm_env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: (toy_app.load_ckpt(ckpt) or (0,))[0] >= 5, 60, "the job to pass step 5")
+        (job_id,) = submitted_job_ids(sweep)
+        # What SLURM does `signal_delay_s` before the time limit (submitit's test helper: scancel --signal USR2).
+        submitit.SlurmJob(sweep / ".submitit" / "%j", job_id)._interrupt(timeout=True)
+        out, _ = proc.communicate(timeout=180)  # requeued jobs wait cred_expire (30 s) before they start again
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+
+    attempts = [json.loads(line) for line in (sweep / "0" / "attempts.jsonl").read_text().splitlines()]
+    assert [(a["job_id"], a["restarts"]) for a in attempts] == [(job_id, 0), (job_id, 1)]
+    assert attempts[0]["resumed_from"] == 0 and 5 <= attempts[1]["resumed_from"] < 20  # resumed, not restarted
+    result = json.loads((sweep / "0" / "results.json").read_text())
+    ref = local_result(tmp_path, steps=20)
+    assert result["train/steps"] == 20
+    assert np.array_equal(result["weights"], ref["weights"])  # bit-identical to the uninterrupted run
+    assert "REQUEUED" in sacct_states(job_id, duplicates=True) and sacct_states(job_id) == ["COMPLETED"]
+
+
+def test_job_array_over_shards_unions_to_the_single_run(slurm_env, tmp_path):
+    sweep = tmp_path / "sweep"
+    n_items = 10
+    res = run_multirun(slurm_env, sweep, "kind=shard", f"n_items={n_items}", "shard=0/3,1/3,2/3")
+    assert res.returncode == 0, res.stderr
+    shards = [json.loads((sweep / str(i) / "shard.json").read_text()) for i in range(3)]
+    # One SLURM job array, one task per shard.
+    assert len({s["slurm"]["array_job_id"] for s in shards}) == 1
+    assert sorted(s["slurm"]["array_task_id"] for s in shards) == ["0", "1", "2"]
+    keys = [set(s["items"]) for s in shards]
+    assert sum(map(len, keys)) == n_items and set().union(*keys) == {str(i) for i in range(n_items)}
+    merged = {int(k): v for s in shards for k, v in s["items"].items()}
+    single = toy_app.shard_stage(toy_cfg(kind="shard", n_items=n_items), tmp_path)["items"]
+    assert merged == single
+
+
+def test_failing_job_surfaces_its_remote_traceback(slurm_env, tmp_path):
+    sweep = tmp_path / "sweep"
+    res = run_multirun(slurm_env, sweep, "fail_at_step=3")
+    assert res.returncode != 0
+    (job_id,) = submitted_job_ids(sweep)
+    err = res.stderr
+    assert "RuntimeError: toy failure at step 3" in err
+    assert f"remote traceback (SLURM job {job_id}" in err
+    assert "in train" in err.split("remote traceback", 1)[1]  # the frame that raised, from the node
+    log = (sweep / ".submitit" / job_id / f"{job_id}_0_log.out").read_text()
+    assert "toy failure at step 3" in log
+
+
+def test_gpu_request_on_cpu_cluster_is_refused_clearly(slurm_env, tmp_path):
+    sweep = tmp_path / "sweep"
+    res = run_multirun(slurm_env, sweep, "trainer.accelerator=gpu", "trainer.devices=1", timeout=60)
+    assert res.returncode != 0
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("bjexp.slurm.SlurmSubmissionError: SLURM refused the job")
+    assert "gpus_per_node=1" in last and "Invalid generic resource" in last
+    assert submitted_job_ids(sweep) == []  # refused at submission: nothing queued, nothing left pending
