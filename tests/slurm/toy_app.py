@@ -16,6 +16,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+import bjexp
 from bjexp.io import atomic_write, write_json
 from bjexp.slurm import Shard, is_rank_zero, job_info, register_resolvers
 
@@ -60,7 +61,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         save_ckpt(ckpt, step, w)
         time.sleep(cfg.step_seconds)
     results = {"train/steps": step, "train/loss": float(0.5 * w @ a @ w - b @ w), "weights": w.tolist(),
-               "slurm": job_info()}
+               "slurm": job_info(), "code": str(Path(bjexp.__file__).parent)}
     if is_rank_zero():
         write_json(run_dir / "results.json", results)
     return results
