@@ -128,3 +128,27 @@ def test_gpu_request_on_cpu_cluster_is_refused_clearly(slurm_env, tmp_path):
     assert last.startswith("bjexp.slurm.SlurmSubmissionError: SLURM refused the job")
     assert "gpus_per_node=1" in last and "Invalid generic resource" in last
     assert submitted_job_ids(sweep) == []  # refused at submission: nothing queued, nothing left pending
+
+
+def test_submit_runs_the_sweep_from_a_frozen_snapshot(slurm_env, tmp_path):
+    from conftest import REPO
+
+    env = {k: v for k, v in slurm_env.items() if k != "PYTHONPATH"}  # the snapshot alone must provide the code
+    env["PYTHON"] = sys.executable
+    sweep = tmp_path / "sweep"
+    res = subprocess.run(
+        [str(REPO / "slurm" / "submit"), "--snapshots", str(tmp_path / "snaps"), "--sweep-dir", str(sweep),
+         "tests/slurm/toy_app.py", *SLURM_OVERRIDES, "hydra.searchpath=[file://conf]", "seed=3"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"resume    : {sweep / 'resume.sh'}" in res.stdout and (sweep / "resume.sh").is_file()
+    (snap,) = (tmp_path / "snaps").glob("*/*")
+    pid = int((sweep / "submit.pid").read_text())
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 90, "the background Hydra process to finish")
+    result = json.loads((sweep / "0" / "results.json").read_text())
+    assert result["code"] == str(snap / "bjexp")  # the job imported the snapshot, not the working tree
+    assert result["weights"] == local_result(tmp_path, seed=3)["weights"]
+    meta = json.loads((snap / ".bjexp-snapshot.json").read_text())
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert meta["git_sha"] == head.strip() and meta["sweep_dir"] == str(sweep)
+    assert not (snap / "bjexp" / "slurm.py").stat().st_mode & 0o222  # frozen: read-only
