@@ -51,18 +51,24 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     a, b = problem(cfg.seed)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     step, w = load_ckpt(ckpt) or (0, np.zeros(DIM))
-    with open(run_dir / "attempts.jsonl", "a") as f:  # one line per (re)start: what the requeue test inspects
-        f.write(json.dumps({"resumed_from": step, **job_info()}) + "\n")
+    rank0 = is_rank_zero()
+    if rank0:
+        with open(run_dir / "attempts.jsonl", "a") as f:  # one line per (re)start: what the requeue test inspects
+            f.write(json.dumps({"resumed_from": step, **job_info()}) + "\n")
+    if "SLURM_PROCID" in os.environ:  # per-rank trace for the multi-task test
+        env = {k: os.environ.get(k) for k in ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE")}
+        write_json(run_dir / "ranks" / f"{os.environ['SLURM_PROCID']}.json", env)
     while step < cfg.steps:
         w = sgd_step(w, step, cfg, a, b)
         step += 1
         if cfg.fail_at_step is not None and step == cfg.fail_at_step:
             raise RuntimeError(f"toy failure at step {step}")
-        save_ckpt(ckpt, step, w)
+        if rank0:  # as in Lightning: rank 0 writes checkpoints and metadata
+            save_ckpt(ckpt, step, w)
         time.sleep(cfg.step_seconds)
     results = {"train/steps": step, "train/loss": float(0.5 * w @ a @ w - b @ w), "weights": w.tolist(),
                "slurm": job_info(), "code": str(Path(bjexp.__file__).parent)}
-    if is_rank_zero():
+    if rank0:
         write_json(run_dir / "results.json", results)
     return results
 
