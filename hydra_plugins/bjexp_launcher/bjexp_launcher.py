@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 class BjexpSlurmLauncher(SlurmLauncher):
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:  # runs on the node, once per job (and per requeue)
+        from bjexp.slurm import register_resolvers
+
+        register_resolvers()  # the job re-composes its config here; the profiles' resolvers must exist
         ret = super().__call__(*args, **kwargs)
         if ret.status == JobStatus.FAILED and isinstance(ret._return_value, BaseException):
             import submitit

@@ -90,6 +90,10 @@ def test_gpu_profile_with_cpu_trainer_fails_naming_the_fix():
         _ = launcher_cfg("hydra/launcher=slurm", "trainer.devices=auto").tasks_per_node
 
 
+def test_local_profile_is_the_basic_launcher():
+    assert launcher_cfg("hydra/launcher=local")._target_ == "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 def test_profiles_hold_no_site_values(profile):
     raw = OmegaConf.load(REPO / "conf" / "hydra" / "launcher" / f"{profile}.yaml")
