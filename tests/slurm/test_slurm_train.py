@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import submitit
-import torch
 
 from conftest import REPO, SLURM_OVERRIDES, wait_for
 
@@ -33,6 +32,8 @@ def train_cmd(sweep: Path, *overrides: str) -> list[str]:
 
 
 def load_ckpt(path: Path) -> dict:
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=False)  # written by this test's own runs
 
 
@@ -70,5 +71,7 @@ def test_train_requeued_mid_training_resumes_to_the_same_weights(train_env, tmp_
     a, b = load_ckpt(run0 / "checkpoints" / "last.ckpt"), load_ckpt(run1 / "checkpoints" / "last.ckpt")
     assert a["global_step"] == b["global_step"] == 20
     assert a["state_dict"].keys() == b["state_dict"].keys()
+    import torch
+
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
