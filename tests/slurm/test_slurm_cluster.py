@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +179,43 @@ def test_real_time_limit_requeues_and_resumes(slurm_env, tmp_path):
     assert len(attempts) >= 2 and attempts[-1]["resumed_from"] > 0
     result = json.loads((sweep / "0" / "results.json").read_text())
     assert np.array_equal(result["weights"], local_result(tmp_path, steps=60)["weights"])
+
+
+def _preempt_lightning_job(env, sweep: Path, keep_sigterm: bool) -> tuple[subprocess.Popen, str, str]:
+    """Start a Lightning job; once it has checkpointed, preempt it the way SLURM does: SIGTERM, a grace period, then
+    the SIGUSR2 on which submitit checkpoints and requeues."""
+    proc = subprocess.Popen(multirun_cmd(sweep, "kind=lightning", "steps=30", "step_seconds=0.3",
+                                         f"keep_sigterm={keep_sigterm}"),
+                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: (sweep / "0" / "checkpoints" / "last.ckpt").exists(), 120, "the first Lightning checkpoint")
+        (job_id,) = submitted_job_ids(sweep)
+        subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
+        time.sleep(3)
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=False)  # the job may already be gone
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    return proc, job_id, out
+
+
+@pytest.mark.slow  # ~1-1.5 min (Lightning start-up twice + the requeue wait); the fast glue test covers the callback
+def test_preempted_lightning_job_is_requeued_and_resumes(slurm_env, tmp_path):
+    """Lightning >= 2 ends fit on SIGTERM; with bjexp.slurm.lightning_callbacks() SIGTERM stays submitit's."""
+    sweep = tmp_path / "sweep"
+    proc, job_id, out = _preempt_lightning_job(slurm_env, sweep, keep_sigterm=True)
+    assert proc.returncode == 0, out
+    attempts = [json.loads(line) for line in (sweep / "0" / "attempts.jsonl").read_text().splitlines()]
+    assert [a["restarts"] for a in attempts] == [0, 1] and attempts[1]["resumed_from"] > 0
+    assert json.loads((sweep / "0" / "results.json").read_text())["train/steps"] == 30
+    log = (sweep / ".submitit" / job_id / f"{job_id}_0_log.out").read_text()
+    assert "Bypassing signal SIGTERM" in log and "Restoring states from the checkpoint" in log
+
+
+@pytest.mark.slow
+def test_without_the_callback_a_preempted_lightning_job_fails(slurm_env, tmp_path):
+    """The control for the test above: Lightning's own SIGTERM handling kills the job before submitit can requeue."""
+    sweep = tmp_path / "sweep"
+    proc, job_id, out = _preempt_lightning_job(slurm_env, sweep, keep_sigterm=False)
+    assert proc.returncode != 0 and "has not produced any output (state: FAILED)" in out
+    assert len((sweep / "0" / "attempts.jsonl").read_text().splitlines()) == 1

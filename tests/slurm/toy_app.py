@@ -73,6 +73,48 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     return results
 
 
+def lightning_train(cfg: DictConfig, run_dir: Path) -> dict:
+    """The same contract through Lightning, set up the way bjexp.train must be under submitit: checkpoints every step,
+    resume from last.ckpt, Lightning's SLURM environment without auto-requeue, SIGTERM left to submitit."""
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from bjexp import slurm
+
+    class Tiny(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(DIM, 1)
+
+        def training_step(self, batch, i):
+            time.sleep(cfg.step_seconds)
+            (x,) = batch
+            return (self.lin(x) - x.sum(1, keepdim=True)).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=cfg.lr)
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resumed = torch.load(last, weights_only=False)["global_step"] if last.exists() else 0  # our own file
+    if is_rank_zero():
+        with open(run_dir / "attempts.jsonl", "a") as f:
+            f.write(json.dumps({"resumed_from": resumed, **job_info()}) + "\n")
+    torch.manual_seed(cfg.seed)
+    x = torch.randn(64, DIM)
+    trainer = pl.Trainer(
+        max_steps=cfg.steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=str(run_dir), plugins=slurm.lightning_plugins(),
+        callbacks=[ModelCheckpoint(dirpath=last.parent, save_last=True, save_top_k=0, every_n_train_steps=1),
+                   *(slurm.lightning_callbacks() if cfg.keep_sigterm else [])])
+    trainer.fit(Tiny(), torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=4),
+                ckpt_path=str(last) if last.exists() else None)
+    results = {"train/steps": trainer.global_step, "slurm": job_info()}
+    if is_rank_zero():
+        write_json(run_dir / "results.json", results)
+    return results
+
+
 def item_value(i: int, seed: int) -> float:
     return float(np.random.default_rng([seed, i]).normal())
 
@@ -87,7 +129,7 @@ def shard_stage(cfg: DictConfig, run_dir: Path) -> dict:
 
 def task(cfg: DictConfig) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    return {"train": train, "shard": shard_stage}[cfg.kind](cfg, run_dir)
+    return {"train": train, "shard": shard_stage, "lightning": lightning_train}[cfg.kind](cfg, run_dir)
 
 
 register_resolvers()
