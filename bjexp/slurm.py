@@ -167,9 +167,10 @@ def _keep_submitit_sigterm_callback() -> type:
     class KeepSubmititSigterm(Callback):
         """Give SIGTERM back to submitit once Lightning has installed its own handler.
 
-        Lightning >= 2.x stops `fit` with SIGTERMException on SIGTERM. SLURM preemption sends SIGTERM before the
-        SIGUSR2 that makes submitit checkpoint and requeue, so Lightning's handler would turn a requeue into a failed
-        job. Submitit's own choice for SIGTERM is to ignore it ("bypass") and wait for SIGUSR2; this restores it.
+        Lightning >= 2 ends `fit` (and the process) on SIGTERM. On preemption SLURM sends SIGTERM first, then the
+        SIGUSR2 on which submitit checkpoints and requeues (submitit's own preemption helper does the same), so
+        Lightning's handler turns a requeue into a failed job (tests/slurm: test_without_the_callback_...).
+        Submitit's choice for SIGTERM is to ignore it ("bypass") and wait for SIGUSR2; this restores it.
         """
 
         def __init__(self) -> None:
