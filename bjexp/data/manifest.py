@@ -21,6 +21,8 @@ REQUIRED_COLUMNS = ID_COLUMNS + PATH_COLUMNS + TEXT_COLUMNS
 # Optional, by convention: prior_<finding> / current_<finding> labels (1.0 / 0.0 / -1.0 uncertain / NaN blank),
 # attribute columns attr_<name> (e.g. attr_sex, attr_age, attr_race), prior_report / current_report,
 # gap_days, and ground-truth pose columns of the synthetic world (prior_pose_*, current_pose_*).
+# Real data (bjexp.data.mimic) adds prior_/current_ dicom_id, view, date and image_hash (sha256 of the stored PNG,
+# 16 hex), and writes `<manifest>.counts.json` (rows read / removed / per split) beside the manifest.
 SPLITS = ("train", "val", "test")
 
 
@@ -30,7 +32,7 @@ class ManifestError(ValueError):
 
 def label_columns(df: pd.DataFrame, which: str) -> list[str]:
     """Finding names that have a `<which>_<finding>` label column (which = prior | current)."""
-    skip = {"path", "study_id", "report", "state"}
+    skip = {"path", "study_id", "report", "state", "dicom_id", "view", "image_hash", "date"}
     out = []
     for c in df.columns:
         if c.startswith(which + "_"):

@@ -28,9 +28,9 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    max_steps: int = 1000
+    max_steps: int = 1500
     log_every_n_steps: int = 50
-    val_check_interval: Optional[int] = None  # steps; None = validate only at the end
+    val_check_interval: int = 500  # steps between validation-loss checks
     limit_val_batches: Any = 1.0
     gradient_clip_val: Optional[float] = 1.0
     accumulate_grad_batches: int = 1

@@ -1,0 +1,70 @@
+"""Classifier-free guidance, defined once: the training-time 3-way dropout and the dual-guidance sampler.
+
+Null text = the encoder's encoding of ""; null image = the zero latent. Training drops them with
+`cfg_dropout` (one uniform draw per sample); sampling combines the three predictions
+ε = ε(∅,∅) + s_I·[ε(img,∅) − ε(∅,∅)] + s_T·[ε(img,txt) − ε(img,∅)].
+"""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from bjexp.models.encoders import EncodedText
+
+
+def dropout_masks(batch: int, rates, generator: torch.Generator | None = None, device=None):
+    """(drop_text, drop_image) bool masks: text-only w.p. rates.text, both w.p. rates.both, image-only w.p. rates.image."""
+    u = torch.rand(batch, generator=generator, device=device)
+    t, b, i = rates.text, rates.both, rates.image
+    drop_text = u < t + b
+    drop_image = (u >= t) & (u < t + b + i)
+    return drop_text, drop_image
+
+
+def apply_dropout(prior: torch.Tensor, text: EncodedText, null: EncodedText, drop_text: torch.Tensor,
+                  drop_image: torch.Tensor) -> tuple[torch.Tensor, EncodedText]:
+    prior = torch.where(drop_image[:, None, None, None], torch.zeros_like(prior), prior)
+    n = drop_text.shape[0]
+    states = torch.where(drop_text[:, None, None], null.states.expand(n, -1, -1), text.states)
+    mask = torch.where(drop_text[:, None], null.mask.expand(n, -1), text.mask)
+    return prior, EncodedText(states, mask)
+
+
+def pair_generator(pair_id: str, seed: int, device="cpu") -> torch.Generator:
+    """Deterministic noise per (pair, seed): every method and batch layout sees the same noise for a pair."""
+    s = int.from_bytes(hashlib.sha256(f"{seed}:{pair_id}".encode()).digest()[:8], "little") & (2**63 - 1)
+    return torch.Generator(device=device).manual_seed(s)
+
+
+def guided_eps(unet, scheme, x: torch.Tensor, t, prior: torch.Tensor, text: EncodedText, null: EncodedText,
+               image_guidance: float, text_guidance: float) -> torch.Tensor:
+    """One batched UNet call on (img, txt), (img, ∅), (∅, ∅); `x` already scaled by the scheduler."""
+    n = x.shape[0]
+    inp = torch.cat([scheme.unet_input(x, prior), scheme.unet_input(x, prior),
+                     scheme.unet_input(x, torch.zeros_like(prior))])
+    nul_s, nul_m = null.states.expand(n, -1, -1), null.mask.expand(n, -1)
+    states = torch.cat([text.states, nul_s, nul_s])
+    mask = torch.cat([text.mask, nul_m, nul_m])
+    eps = unet(inp, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+    e_full, e_img, e_unc = eps.chunk(3)
+    return e_unc + image_guidance * (e_img - e_unc) + text_guidance * (e_full - e_img)
+
+
+@torch.no_grad()
+def sample(unet, scheduler, scheme, prior: torch.Tensor, text: EncodedText, null: EncodedText, *, steps: int,
+           image_guidance: float, text_guidance: float, generators: list[torch.Generator],
+           latent_channels: int | None = None) -> torch.Tensor:
+    """Dual-guidance sampling; returns final latents in the UNet's (scaled) latent space."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    n, _, h, w = prior.shape
+    c = latent_channels or prior.shape[1]
+    scheduler.set_timesteps(steps, device=prior.device)
+    x = randn_tensor((n, c, h, w), generator=generators, device=prior.device, dtype=prior.dtype)
+    x = x * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        eps = guided_eps(unet, scheme, scheduler.scale_model_input(x, t), t, prior, text, null,
+                         image_guidance, text_guidance)
+        x = scheduler.step(eps, t, x, generator=generators).prev_sample
+    return x

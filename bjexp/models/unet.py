@@ -1,0 +1,36 @@
+"""UNet construction: tiny (miniature world) or SD1.5 from a diffusers folder, with conv_in widened for the
+conditioning scheme (new input channels zero-initialised, so a fresh widened UNet equals the original)."""
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DConditionModel
+from omegaconf import DictConfig
+
+
+def tiny_unet(ucfg: DictConfig, in_channels: int, out_channels: int, cross_attention_dim: int,
+              sample_size: int) -> UNet2DConditionModel:
+    n = len(ucfg.block_out_channels)
+    down = ["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"]
+    up = ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1)
+    return UNet2DConditionModel(sample_size=sample_size, in_channels=in_channels, out_channels=out_channels,
+                                block_out_channels=list(ucfg.block_out_channels), layers_per_block=ucfg.layers_per_block,
+                                down_block_types=down, up_block_types=up, cross_attention_dim=cross_attention_dim,
+                                attention_head_dim=ucfg.attention_head_dim, norm_num_groups=ucfg.norm_num_groups)
+
+
+@torch.no_grad()
+def widen_conv_in(unet: UNet2DConditionModel, in_channels: int) -> UNet2DConditionModel:
+    """Grow conv_in to `in_channels`: old weights and bias copied, the extra input channels zero-initialised."""
+    old = unet.conv_in
+    if old.in_channels == in_channels:
+        return unet
+    if in_channels < old.in_channels:
+        raise ValueError(f"cannot shrink conv_in from {old.in_channels} to {in_channels} channels")
+    new = torch.nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                          dtype=old.weight.dtype, device=old.weight.device)
+    new.weight.zero_()
+    new.weight[:, : old.in_channels] = old.weight
+    new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=in_channels)
+    return unet

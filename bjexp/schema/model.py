@@ -1,0 +1,156 @@
+"""Schemas of the model-side groups: model, encoder, conditioning, method, curriculum, sampler, eval."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class TinyVAEConfig:
+    # 4 blocks = 8x downsampling (SD's ratio): 64 px images -> 8x8x4 latents.
+    block_out_channels: list[int] = field(default_factory=lambda: [8, 16, 32, 32])
+    norm_num_groups: int = 8
+    latent_channels: int = 4
+    train_steps: int = 600
+    batch_size: int = 32
+    lr: float = 2e-3
+    kl_weight: float = 1e-6
+
+
+@dataclass
+class TinyUNetConfig:
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    layers_per_block: int = 1
+    attention_head_dim: int = 32
+    norm_num_groups: int = 16
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    batch_size: int = 32  # global batch; split across devices
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True  # diffusers EMAModel's decay warm-up (matters for short runs)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    image_size: int = 64
+    # A diffusers-format folder (model_index.json + vae/ + unet/); None = the tiny models built here.
+    pretrained_path: Optional[str] = None
+    vae: TinyVAEConfig = field(default_factory=TinyVAEConfig)
+    unet: TinyUNetConfig = field(default_factory=TinyUNetConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    prediction_type: str = "epsilon"
+    num_train_timesteps: int = 1000
+    gradient_checkpointing: bool = False
+    # Cache VAE latents and frozen text states once per (data, model, encoder): the training step never runs them.
+    cache_latents: bool = True
+
+
+@dataclass
+class TinyEncoderConfig:
+    width: int = 64
+    layers: int = 2
+    heads: int = 2
+    embed_dim: int = 64
+    pretrain_steps: int = 200
+    pretrain_batch: int = 64
+    pretrain_lr: float = 1e-3
+
+
+@dataclass
+class EncoderConfig:
+    name: str = MISSING
+    family: str = MISSING  # open_clip_text (causal CLIP transformer) | hf_bert (HF BERT tower via open_clip)
+    max_length: int = 77
+    # An open_clip `local-dir:` folder with real weights; None = build and pretrain the tiny encoder.
+    path: Optional[str] = None
+    trainable: bool = False
+    tiny: TinyEncoderConfig = field(default_factory=TinyEncoderConfig)
+
+
+@dataclass
+class ConditioningConfig:
+    name: str = MISSING
+    _target_: str = MISSING  # a bjexp.models.conditioning scheme
+
+
+@dataclass
+class CFGDropoutConfig:
+    """One draw per sample (the paper, after InstructPix2Pix): drop text / both / image with these rates."""
+    text: float = 0.05
+    both: float = 0.05
+    image: float = 0.05
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    kind: str = "diffusion"  # diffusion (trained here) | identity (output = prior image)
+    cfg_dropout: CFGDropoutConfig = field(default_factory=CFGDropoutConfig)
+
+
+@dataclass
+class CurriculumStage:
+    name: str = "triples"
+    kind: str = "triples"  # triples | single (image–report pairs with the null prior)
+    steps: int = -1  # -1 = trainer.max_steps minus the other stages
+
+
+@dataclass
+class CurriculumConfig:
+    name: str = MISSING
+    stages: list[CurriculumStage] = field(default_factory=lambda: [CurriculumStage()])
+
+
+@dataclass
+class SamplerConfig:
+    name: str = MISSING
+    scheduler: str = MISSING  # a diffusers scheduler class name
+    steps: int = 100
+    image_guidance: float = 1.5
+    text_guidance: float = 7.5
+    batch_size: int = 64
+    scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    name: str = MISSING
+    predictor: dict[str, Any] = field(default_factory=dict)  # _target_ + kwargs -> a bjexp.eval.metrics.Predictor
+    findings: list[str] = field(default_factory=list)
+    uncertain: str = "exclude"  # exclude | positive | negative (CheXpert -1 labels)
+    n_bootstrap: int = 1000
+    max_pairs: Optional[int] = None  # evaluate a fixed subset (first N test pairs) for quick runs
+    grid_pairs: int = 8
+
+
+@dataclass
+class SyntheticClassifierConfig:
+    steps: int = 800
+    batch_size: int = 64
+    lr: float = 3e-3
+    width: int = 16
+
+
+@dataclass
+class SyntheticEvalConfig(EvalConfig):
+    classifier: SyntheticClassifierConfig = field(default_factory=SyntheticClassifierConfig)
+
+
+cs = ConfigStore.instance()
+cs.store(group="model", name="base_model", node=ModelConfig)
+cs.store(group="encoder", name="base_encoder", node=EncoderConfig)
+cs.store(group="conditioning", name="base_conditioning", node=ConditioningConfig)
+cs.store(group="method", name="base_method", node=MethodConfig)
+cs.store(group="curriculum", name="base_curriculum", node=CurriculumConfig)
+cs.store(group="sampler", name="base_sampler", node=SamplerConfig)
+cs.store(group="eval", name="base_eval", node=EvalConfig)
+cs.store(group="eval", name="base_eval_synthetic", node=SyntheticEvalConfig)

@@ -1,0 +1,65 @@
+"""What every run records: resolved config, group choices, git SHA (+dirty), manifest hash, seed, SLURM job id."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from bjexp.io import write_json
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def git_state(repo: Path = REPO) -> dict:
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+    try:
+        sha = git("rev-parse", "HEAD")
+        if sha.returncode != 0:
+            return {"sha": None, "dirty": None}
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())
+        return {"sha": sha.stdout.strip(), "dirty": dirty}
+    except (OSError, subprocess.TimeoutExpired):
+        return {"sha": None, "dirty": None}
+
+
+def hydra_choices() -> dict:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra/") or "launcher" in k}
+    except ValueError:  # not inside a Hydra app (e.g. called from a test)
+        return {}
+
+
+def record(cfg: DictConfig, run_dir: Path, **extra) -> dict:
+    """Write run.json + config.yaml into the run dir (rank 0 only) and return the metadata."""
+    import torch
+
+    from bjexp.tracking.distributed import is_rank_zero
+
+    info = {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "choices": hydra_choices(),
+        "git": git_state(),
+        "seed": cfg.seed,
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
+        "host": platform.node(),
+        "argv": sys.argv,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        **extra,
+    }
+    if is_rank_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "run.json", info)
+        from bjexp.io import atomic_write
+
+        with atomic_write(run_dir / "config.yaml", "w") as f:
+            f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    return info

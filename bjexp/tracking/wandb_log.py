@@ -1,0 +1,55 @@
+"""W&B (offline unless WANDB_MODE says otherwise). The key comes only from the environment (wandb reads
+WANDB_API_KEY itself); nothing secret enters the logged config."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+SECRET_HINTS = ("key", "token", "secret", "password")
+
+
+def loggable_config(cfg: DictConfig) -> dict:
+    def scrub(x):
+        if isinstance(x, dict):
+            return {k: ("<redacted>" if any(h in k.lower() for h in SECRET_HINTS) and isinstance(v, str) else scrub(v))
+                    for k, v in x.items()}
+        if isinstance(x, list):
+            return [scrub(v) for v in x]
+        return x
+    return scrub(OmegaConf.to_container(cfg, resolve=True))
+
+
+def make_loggers(cfg: DictConfig, run_dir: Path, run_info: dict) -> list:
+    """Lightning loggers for this run: W&B (offline by default) or CSV; rank 0 writes."""
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    lg = cfg.logger
+    if lg.name == "none":
+        return []
+    if lg.name == "csv":
+        return [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+    os.environ.setdefault("WANDB_MODE", lg.mode)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    choices = run_info.get("choices", {})
+    name = "-".join(f"{choices[g]}" for g in ("method", "encoder", "conditioning", "registration") if g in choices) or None
+    # The run id is stable per run dir, so a requeued/resumed job continues the same W&B run.
+    run_id = "bj-" + __import__("hashlib").sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]
+    return [WandbLogger(project=lg.project, entity=lg.entity, group=lg.group or cfg.get("study"), tags=list(lg.tags),
+                        name=name, save_dir=str(run_dir), id=run_id, resume="allow", mode=lg.mode,
+                        config={**loggable_config(cfg), "run_info": run_info})]
+
+
+def log_results(loggers: list, results: dict, grid: Path | None) -> None:
+    flat = {}
+    for k, v in results["metrics"].items():
+        flat[k] = v["value"]
+        flat[f"{k}/ci_lo"], flat[f"{k}/ci_hi"] = v["lo"], v["hi"]
+    for lg in loggers:
+        lg.log_metrics(flat)
+        if grid is not None and hasattr(lg, "log_image"):
+            lg.log_image(key="test/grid", images=[str(grid)])
+        if hasattr(lg, "experiment") and hasattr(lg.experiment, "summary"):
+            lg.experiment.summary.update(flat)
+        lg.finalize("success")

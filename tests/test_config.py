@@ -1,0 +1,65 @@
+"""Every option of every group and every experiment composes; typos fail at compose time, naming the key."""
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from conftest import REPO, compose
+
+# Specializing groups are selected by other choices (e.g. model_overrides=${model}), not on their own.
+SKIP_GROUPS = {"hydra", "experiment", "local", "model_overrides", "encoder_model"}
+
+
+def _options():
+    for group_dir in sorted(p for p in (REPO / "conf").iterdir() if p.is_dir() and p.name not in SKIP_GROUPS):
+        for f in sorted(group_dir.glob("*.yaml")):
+            yield group_dir.name, f.stem
+
+
+def _resolve_all_but_runtime(cfg):
+    c = OmegaConf.to_container(cfg, resolve=False)
+    c.pop("hydra", None)
+    c["paths"]["run_dir"] = "/tmp/x"
+    return OmegaConf.to_container(OmegaConf.create(c), resolve=True)
+
+
+@pytest.mark.parametrize("group,option", list(_options()))
+def test_every_group_option_composes(group, option):
+    cfg = compose([f"{group}={option}"])
+    assert cfg[group] is not None
+    _resolve_all_but_runtime(cfg)
+
+
+EXPERIMENTS = sorted(p.relative_to(REPO / "conf" / "experiment").with_suffix("").as_posix()
+                     for p in (REPO / "conf" / "experiment").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes(name):
+    cfg = compose([f"experiment={name}"])
+    _resolve_all_but_runtime(cfg)
+
+
+def test_experiment_configs_exist():
+    assert EXPERIMENTS, "conf/experiment/ should hold the named studies"
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("model.optim.lrr=1", "lrr"),
+    ("trainer.max_stepz=3", "max_stepz"),
+    ("encoder=biomedclipp", "biomedclipp"),
+    ("model.optim.lr=fast", "lr"),
+])
+def test_typos_fail_at_compose_time_naming_the_key(override, needle):
+    with pytest.raises(ConfigCompositionException) as e:
+        compose([override])
+    assert needle in str(e.value) + str(e.value.__cause__)
+
+
+def test_default_is_the_paper_method_on_the_miniature_world():
+    cfg = compose()
+    choices = cfg.hydra.runtime.choices
+    assert (choices.data, choices.model, choices.method, choices.conditioning) == ("synthetic", "tiny", "biomedjourney", "concat")
+    assert cfg.method.cfg_dropout.text == cfg.method.cfg_dropout.both == cfg.method.cfg_dropout.image == 0.05
+    assert cfg.sampler.image_guidance == 1.5 and cfg.sampler.text_guidance == 7.5
