@@ -13,7 +13,8 @@ import submitit
 from omegaconf import OmegaConf
 
 import toy_app
-from conftest import APP_OVERRIDES, HERE, SLURM_OVERRIDES, multirun_cmd, run_multirun, sacct_states, wait_for
+from slurm_helpers import (APP_OVERRIDES, HERE, REPO, SLURM_OVERRIDES, multirun_cmd, run_multirun, sacct_states,
+                           slurm_env, wait_for)  # noqa: F401 (slurm_env is a fixture)
 
 pytestmark = pytest.mark.slurm
 
@@ -145,8 +146,6 @@ def test_gpu_request_on_cpu_cluster_is_refused_clearly(slurm_env, tmp_path):
 
 
 def test_submit_runs_the_sweep_from_a_frozen_snapshot(slurm_env, tmp_path):
-    from conftest import REPO
-
     env = {k: v for k, v in slurm_env.items() if k != "PYTHONPATH"}  # the snapshot alone must provide the code
     env["PYTHON"] = sys.executable
     sweep = tmp_path / "sweep"

@@ -11,19 +11,17 @@ from pathlib import Path
 import pytest
 import submitit
 
-from conftest import REPO, SLURM_OVERRIDES, wait_for
+from slurm_helpers import REPO, SLURM_OVERRIDES, slurm_env, wait_for  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-# The lead's tiny settings for tests: one place.
-TINY = ["trainer.max_steps=20", "data.n_patients=40", "eval.n_bootstrap=50", "logger=csv"]
+from conftest import TINY  # the suite's tiny settings (tests/conftest.py), one place
 
 
 @pytest.fixture
-def train_env(slurm_env):
-    if not (REPO / "bjexp" / "train.py").is_file():
-        pytest.skip("bjexp/train.py is not in this tree")
-    return {**slurm_env, "HF_HUB_OFFLINE": "1"}
+def train_env(slurm_env, cache_dir):
+    """Jobs share the session's tiny-world cache (built by the first job that needs it, atomically)."""
+    return {**slurm_env, "HF_HUB_OFFLINE": "1", "BJEXP_CACHE": str(cache_dir), "BJEXP_PROGRESS": "0"}
 
 
 def train_cmd(sweep: Path, *overrides: str) -> list[str]:
@@ -52,7 +50,8 @@ def test_train_requeued_mid_training_resumes_to_the_same_weights(train_env, tmp_
     """Two identical trainings in one sweep (they differ only in an evaluation setting); job 0 is interrupted after
     its first checkpoint, requeued and resumed. Both must end at the same step with the same weights."""
     sweep = tmp_path / "sweep"
-    proc = subprocess.Popen(train_cmd(sweep, "trainer.checkpoint_every_n_steps=5", "eval.n_bootstrap=50,51"),
+    proc = subprocess.Popen(train_cmd(sweep, "trainer.max_steps=40", "trainer.checkpoint_every_n_steps=5",
+                                      "eval.n_bootstrap=20,21"),
                             env=train_env, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         first = wait_for(lambda: sorted(sweep.glob("0_*/checkpoints/last.ckpt")), 900, "job 0's first checkpoint",
@@ -69,7 +68,7 @@ def test_train_requeued_mid_training_resumes_to_the_same_weights(train_env, tmp_
     assert "Requeued job" in log0 and "Restoring states from the checkpoint" in log0
     (run1,) = [p for p in sweep.glob("1_*") if p.is_dir()]
     a, b = load_ckpt(run0 / "checkpoints" / "last.ckpt"), load_ckpt(run1 / "checkpoints" / "last.ckpt")
-    assert a["global_step"] == b["global_step"] == 20
+    assert a["global_step"] == b["global_step"] == 40
     assert a["state_dict"].keys() == b["state_dict"].keys()
     import torch
 

@@ -1,5 +1,7 @@
-"""Fixtures for the SLURM tests: a running local cluster (slurm/start-local-cluster.sh; slurm/ci.sh starts one,
-runs these and stops it) and helpers that run the app under test with a SLURM launcher profile."""
+"""Fixture and helpers for the SLURM tests: a running local cluster (slurm/start-local-cluster.sh; slurm/ci.sh starts
+one, runs these and stops it) and helpers that run the app under test with a SLURM launcher profile.
+Not a conftest.py: tests/conftest.py is imported by name (`from conftest import ...`), and a second one would shadow it.
+Test modules import the fixture from here."""
 from __future__ import annotations
 
 import os
