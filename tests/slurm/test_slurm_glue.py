@@ -177,3 +177,13 @@ def test_sigterm_goes_back_to_submitit_during_fit(monkeypatch):
         assert _fit_with_sigterm_at_step(callbacks) == 8 and seen == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, original)
+
+
+def test_profiles_size_jobs_from_the_project_trainer_config():
+    from conftest import compose  # tests/conftest.py: the project's config, as `python -m bjexp.train` composes it
+
+    lc = compose(["hydra/launcher=slurm_a100x8", "trainer.accelerator=gpu", "trainer.devices=8",
+                  "trainer.num_nodes=2"]).hydra.launcher
+    assert (lc.nodes, lc.tasks_per_node, lc.gpus_per_node) == (2, 8, 8) and lc.max_num_timeout > 0
+    lc = compose(["hydra/launcher=slurm"]).hydra.launcher  # the default trainer is a 1-device CPU trainer
+    assert (lc.nodes, lc.tasks_per_node, lc.gpus_per_node) == (1, 1, None)

@@ -26,7 +26,7 @@ def train_env(slurm_env, cache_dir):
 
 def train_cmd(sweep: Path, *overrides: str) -> list[str]:
     return [sys.executable, "-m", "bjexp.train", "-m", *SLURM_OVERRIDES, "hydra.launcher.timeout_min=30",
-            f"hydra.sweep.dir={sweep}", *TINY, *overrides]
+            f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}", *TINY, *overrides]
 
 
 def load_ckpt(path: Path) -> dict:
@@ -54,9 +54,8 @@ def test_train_requeued_mid_training_resumes_to_the_same_weights(train_env, tmp_
                                       "eval.n_bootstrap=20,21"),
                             env=train_env, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        first = wait_for(lambda: sorted(sweep.glob("0_*/checkpoints/last.ckpt")), 900, "job 0's first checkpoint",
-                         interval=0.1)
-        run0 = first[0].parents[1]
+        run0 = sweep / "0"
+        wait_for(lambda: (run0 / "checkpoints" / "last.ckpt").exists(), 900, "job 0's first checkpoint", interval=0.1)
         assert not (run0 / "results.json").exists(), "training finished before the interrupt; test inconclusive"
         (job0,) = [p.name for p in (sweep / ".submitit").glob("*_0")]
         submitit.SlurmJob(sweep / ".submitit" / "%j", job0)._interrupt(timeout=True)
@@ -66,7 +65,7 @@ def test_train_requeued_mid_training_resumes_to_the_same_weights(train_env, tmp_
     assert proc.returncode == 0, out[-4000:]
     log0 = (sweep / ".submitit" / job0 / f"{job0}_0_log.out").read_text()
     assert "Requeued job" in log0 and "Restoring states from the checkpoint" in log0
-    (run1,) = [p for p in sweep.glob("1_*") if p.is_dir()]
+    run1 = sweep / "1"
     a, b = load_ckpt(run0 / "checkpoints" / "last.ckpt"), load_ckpt(run1 / "checkpoints" / "last.ckpt")
     assert a["global_step"] == b["global_step"] == 40
     assert a["state_dict"].keys() == b["state_dict"].keys()
