@@ -25,4 +25,4 @@ cd "$REPO"
 # The slow real-time-limit test (~3 min) runs with BJEXP_SLURM_TESTS=all.
 MARK="slurm and not slow"
 [[ "${BJEXP_SLURM_TESTS:-}" == all ]] && MARK=slurm
-HF_HUB_OFFLINE=1 "$PY" -m pytest -m "$MARK" tests/slurm -q -p no:cacheprovider --timeout=600 "$@"
+HF_HUB_OFFLINE=1 "$PY" -m pytest -m "$MARK" tests/slurm -q -p no:cacheprovider "$@"
