@@ -38,7 +38,7 @@ def run(cfg: DictConfig) -> dict:
     from bjexp import evaluate, sample
     from bjexp.data import manifest as mf
     from bjexp.tracking import runinfo
-    from bjexp.tracking.distributed import is_rank_zero
+    from bjexp.slurm import is_rank_zero
     from bjexp.tracking.wandb_log import log_results, make_loggers
     from bjexp.io import write_json
     from bjexp.workflow import build_module, fit, load_data

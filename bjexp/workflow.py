@@ -66,23 +66,20 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 def make_trainer(cfg: DictConfig, run_dir: Path, loggers) -> L.Trainer:
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from bjexp import slurm
 
     t = cfg.trainer
     ckpt = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), save_last=True, save_top_k=0,
                            every_n_train_steps=t.checkpoint_every_n_steps, save_on_train_epoch_end=False)
-    plugins = []
-    import os
-
-    if "SLURM_JOB_ID" in os.environ:  # submitit owns requeueing; Lightning must not requeue a second time
-        plugins.append(SLURMEnvironment(auto_requeue=False))
     return L.Trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
                      precision=t.precision, max_steps=t.max_steps, max_epochs=-1, log_every_n_steps=t.log_every_n_steps,
                      val_check_interval=t.val_check_interval, check_val_every_n_epoch=None,
                      limit_val_batches=t.limit_val_batches, gradient_clip_val=t.gradient_clip_val,
                      accumulate_grad_batches=t.accumulate_grad_batches, deterministic=t.deterministic,
-                     enable_progress_bar=t.enable_progress_bar, callbacks=[ckpt], logger=loggers or False,
-                     plugins=plugins, default_root_dir=str(run_dir), num_sanity_val_steps=0,
+                     enable_progress_bar=t.enable_progress_bar, logger=loggers or False,
+                     # submitit owns requeueing: Lightning's auto-requeue off, SIGTERM handed back to submitit
+                     callbacks=[ckpt, *slurm.lightning_callbacks()], plugins=slurm.lightning_plugins(), default_root_dir=str(run_dir), num_sanity_val_steps=0,
                      use_distributed_sampler=False)  # StepBatchSampler shards by rank itself
 
 

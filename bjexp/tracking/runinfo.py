@@ -16,6 +16,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def git_state(repo: Path = REPO) -> dict:
+    if "BJEXP_GIT_SHA" in os.environ:  # a frozen snapshot (slurm/submit) has no .git; the submitter recorded it
+        return {"sha": os.environ["BJEXP_GIT_SHA"], "dirty": os.environ.get("BJEXP_GIT_DIRTY") == "1",
+                "snapshot": os.environ.get("BJEXP_SNAPSHOT")}
+
     def git(*args):
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
     try:
@@ -41,7 +45,8 @@ def record(cfg: DictConfig, run_dir: Path, **extra) -> dict:
     """Write run.json + config.yaml into the run dir (rank 0 only) and return the metadata."""
     import torch
 
-    from bjexp.tracking.distributed import is_rank_zero
+    from bjexp.slurm import job_info as slurm_job_info
+    from bjexp.slurm import is_rank_zero
 
     info = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -49,7 +54,7 @@ def record(cfg: DictConfig, run_dir: Path, **extra) -> dict:
         "git": git_state(),
         "seed": cfg.seed,
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
+        "slurm": slurm_job_info(),
         "host": platform.node(),
         "argv": sys.argv,
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
