@@ -134,6 +134,8 @@ def fit(cfg: DictConfig, module: JourneyDiffusion, data: Data, run_dir: Path, lo
             stage_cfg.trainer.max_steps = end
         trainer = make_trainer(stage_cfg, run_dir, loggers)
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
+        if trainer.global_step < end:  # interrupted (e.g. SIGTERM before a requeue): the stage is not done
+            return trainer
         trainer.save_checkpoint(last)  # every rank calls it (it synchronises); rank 0 writes
         if trainer.is_global_zero:
             from bjexp.io import write_json
