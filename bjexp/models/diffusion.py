@@ -13,14 +13,12 @@ from bjexp.imaging import uint8_to_model
 from bjexp.models.encoders import EncodedText, TextEncoder
 from bjexp.models.guidance import apply_dropout, dropout_masks
 
-# Stable Diffusion 1.5's training noise schedule (also used for the tiny models).
-SD_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                   steps_offset=1, set_alpha_to_one=False)
-
-
 def noise_scheduler(num_train_timesteps: int = 1000, prediction_type: str = "epsilon") -> DDPMScheduler:
+    """Stable Diffusion 1.5's noise schedule (its scheduler_config.json, steps_offset included), for every model;
+    samplers are built from this config, so sampling timesteps match SD's own pipelines."""
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, prediction_type=prediction_type,
-                         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False)
+                         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                         steps_offset=1, set_alpha_to_one=False)
 
 
 class JourneyDiffusion(L.LightningModule):
