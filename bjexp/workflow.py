@@ -40,10 +40,13 @@ def build_module(cfg: DictConfig, data: Data) -> JourneyDiffusion:
     train_imgs = data.tables.images[np.unique(np.concatenate([data.index["prior"][train_rows],
                                                               data.index["current"][train_rows]]))].numpy()
     vae = build_vae(cfg, train_imgs, data.df, train_rows)
+    vae_path = vae.config.get("_name_or_path") or cfg.model.pretrained_path
     encoder = build_encoder(cfg, data.df)
     cached = cfg.model.cache_latents and not cfg.encoder.trainable
     if cached:
-        key = config_hash(cfg.model.name, cfg.model.pretrained_path, vae.config, cfg.encoder, cfg.seed)
+        # Keyed by the exact weights (not only their configs): a rebuilt encoder or VAE never reuses stale states.
+        key = config_hash(cfg.model.name, vae.config, cfg.encoder, cfg.seed, weights_fingerprint(vae_path),
+                          weights_fingerprint(encoder.path))
         encode_tables(data.tables, vae, encoder, Path(cfg.paths.cache_dir), key)
         null = data.tables.null_text()
     else:
@@ -58,6 +61,15 @@ def build_module(cfg: DictConfig, data: Data) -> JourneyDiffusion:
     return JourneyDiffusion(unet, vae, encoder, scheme, null, optim=cfg.model.optim, cfg_dropout=cfg.method.cfg_dropout,
                             num_train_timesteps=cfg.model.num_train_timesteps, prediction_type=cfg.model.prediction_type,
                             texts=data.tables.texts, seed=cfg.seed)
+
+
+def weights_fingerprint(folder) -> list:
+    """(name, size, mtime) of every weight file below a model folder: cheap, and changes whenever weights do."""
+    if not folder:
+        return []
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix in {".safetensors", ".bin", ".pt", ".pth", ".ckpt"})
+    return [str(folder.resolve())] + [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
 
 
 def checkpoint_dir(run_dir: Path) -> Path:

@@ -28,6 +28,7 @@ class TextEncoder(nn.Module):
     max_length: int
     width: int
     masked: bool
+    path: Path | None = None  # the weights folder (part of the text-state cache key)
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         raise NotImplementedError
@@ -45,7 +46,7 @@ class OpenClipTextEncoder(TextEncoder):
         super().__init__()
         import open_clip
 
-        path = Path(path)
+        self.path = path = Path(path)
         cfg_file = path / "open_clip_config.json"
         if not cfg_file.is_file():
             raise MissingWeightsError(f"open_clip model folder {path}", "open_clip_config.json missing")

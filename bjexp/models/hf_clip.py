@@ -17,6 +17,7 @@ class HFClipTextEncoder(TextEncoder):
     def __init__(self, path: str | Path, max_length: int | None = None, trainable: bool = False,
                  fetch: str = "python -m bjexp.assets fetch sd15"):
         super().__init__()
+        self.path = Path(path)
         from transformers import CLIPTextModel, CLIPTokenizer
 
         path = Path(path)
