@@ -18,7 +18,7 @@ def noise_scheduler(num_train_timesteps: int = 1000, prediction_type: str = "eps
     samplers are built from this config, so sampling timesteps match SD's own pipelines."""
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, prediction_type=prediction_type,
                          beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                         steps_offset=1, set_alpha_to_one=False)
+                         steps_offset=1)
 
 
 class JourneyDiffusion(L.LightningModule):

@@ -73,6 +73,8 @@ def build_tiny_encoder(enc: DictConfig, manifest_df, image_size: int, cache_dir:
         model = open_clip.create_model(f"local-dir:{tmp}", load_weights=False, pretrained_hf=False, output_dict=True)
         tok = open_clip.get_tokenizer(f"local-dir:{tmp}")
         ids = tok(texts)
+        if enc.family == "hf_bert":  # padding is masked: drop all-padding columns (same result, far less work)
+            ids = ids[:, : int((ids != 0).sum(1).max())]
         loss_fn = open_clip.ClipLoss()
         opt = torch.optim.AdamW(model.parameters(), lr=enc.tiny.pretrain_lr, weight_decay=0.05)
         g = torch.Generator().manual_seed(seed)

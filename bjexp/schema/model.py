@@ -60,7 +60,7 @@ class TinyEncoderConfig:
     layers: int = 2
     heads: int = 2
     embed_dim: int = 64
-    pretrain_steps: int = 200
+    pretrain_steps: int = 150
     pretrain_batch: int = 64
     pretrain_lr: float = 1e-3
 
