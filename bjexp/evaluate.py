@@ -10,13 +10,11 @@ import json
 from pathlib import Path
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from bjexp import schema
 from bjexp.data import manifest as mf
 from bjexp.eval import suite
-from bjexp.imaging import read_grey
 from bjexp.instantiate import instantiate
 from bjexp.io import write_json
 from bjexp.sample import sample_dir, test_rows
@@ -48,9 +46,9 @@ def evaluate(cfg: DictConfig, df, run_dir: Path) -> dict:
     if missing:
         raise FileNotFoundError(f"{len(missing)} generated images missing in {samples} (e.g. {missing[0]}.png); "
                                 f"run `python -m bjexp.sample run={run_dir}` first")
-    gen = np.stack([read_grey(samples / f"{p}.png", size) for p in sub["pair_id"]])
-    prior = np.stack([read_grey(p, size) for p in mf.resolve(sub, "prior_path")])
-    cur = np.stack([read_grey(p, size) for p in mf.resolve(sub, "current_path")])
+    gen = suite.load_images([samples / f"{p}.png" for p in sub["pair_id"]], size)
+    prior = suite.load_images(mf.resolve(sub, "prior_path"), size)
+    cur = suite.load_images(mf.resolve(sub, "current_path"), size)
     predictor = build_predictor(cfg, df)
     results = suite.score_all(cfg.eval, predictor, sub, generated=gen, current=cur, prior=prior, seed=cfg.seed)
     results["n_bootstrap"] = cfg.eval.n_bootstrap
