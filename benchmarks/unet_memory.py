@@ -1,8 +1,10 @@
 """SD1.5-size UNet (random weights, SD1.5's config, 8 input channels; no download) at 256 px (32x32x4 latents):
-training-step time (forward + backward [+ AdamW step]) and peak memory per batch size.
+training-step time (forward + backward [+ AdamW step]) and peak memory per batch size; with `--mode sample`, one
+dual-guidance sampler step instead (a no-grad forward over 3x the batch: conditional, image-only and null inputs).
 
     OMP_NUM_THREADS=1 python benchmarks/unet_memory.py --batches 1 2 --steps 2 --optimizer none --checkpointing  # CPU
     python benchmarks/unet_memory.py --device cuda --precision bf16 --batches 8 16 32      # GPU
+    python benchmarks/unet_memory.py --device cuda --precision bf16 --mode sample --batches 8 32
 
 Writes benchmarks/results/unet_memory_<device>.{json,md} with the command and the machine. Quotes medians over
 `--steps` timed steps after one warm-up step. CPU peak memory = the process's peak RSS growth (ru_maxrss) during
@@ -36,15 +38,18 @@ def rss_mib() -> float:
 
 
 def bench(batch: int, steps: int, device: str, precision: str, checkpointing: bool, tokens: int,
-          optimizer: str = "adamw") -> dict:
+          optimizer: str = "adamw", mode: str = "train") -> dict:
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD15_UNET).to(device)
     if checkpointing:
         unet.enable_gradient_checkpointing()
-    unet.train()
-    opt = torch.optim.AdamW(unet.parameters(), lr=1e-4) if optimizer == "adamw" else None
+    unet.train(mode == "train")
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-4) if optimizer == "adamw" and mode == "train" else None
+    if mode == "sample":
+        unet.requires_grad_(False)
+        batch *= 3  # the guided step's three branches run as one batch
     x = torch.randn(batch, 8, 32, 32, device=device)
     states = torch.randn(batch, tokens, 768, device=device)
     target = torch.randn(batch, 4, 32, 32, device=device)
@@ -58,20 +63,23 @@ def bench(batch: int, steps: int, device: str, precision: str, checkpointing: bo
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
+        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None), \
+                torch.set_grad_enabled(mode == "train"):
             pred = unet(x, t, encoder_hidden_states=states).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), target)
-        loss.backward()
-        if opt is not None:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        else:
-            unet.zero_grad(set_to_none=True)
+        if mode == "train":
+            torch.nn.functional.mse_loss(pred.float(), target).backward()
+            if opt is not None:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            else:
+                unet.zero_grad(set_to_none=True)
         if device == "cuda":
             torch.cuda.synchronize()
         if i:  # the first step warms up (allocator, kernels)
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
+    if mode == "sample":
+        batch //= 3
     out = {"batch": batch, "step_s_median": round(med, 3), "images_per_s": round(batch / med, 2), "steps": steps,
            "params_M": round(sum(p.numel() for p in unet.parameters()) / 1e6, 1)}
     if device == "cuda":
@@ -105,21 +113,25 @@ def main() -> None:
     p.add_argument("--optimizer", choices=["adamw", "none"], default="adamw",
                    help="none: forward + backward only (AdamW adds 2 fp32 copies of the 860M weights, ~6.4 GiB)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--mode", choices=["train", "sample"], default="train",
+                   help="sample: one dual-guidance sampler step (no grad, 3x batch); images/s is per sampler step")
     p.add_argument("--note", default="")
     a = p.parse_args()
     rows = []
     for b in sorted(a.batches):
-        rows.append(bench(b, a.steps, a.device, a.precision, a.checkpointing, a.tokens, a.optimizer))
+        rows.append(bench(b, a.steps, a.device, a.precision, a.checkpointing, a.tokens, a.optimizer, a.mode))
         print(json.dumps(rows[-1]), flush=True)
-    name = f"unet_memory_{a.device}"
+    name = f"unet_memory_{a.device}" + ("_sample" if a.mode == "sample" else "")
     cmd = "python " + " ".join(shlex.quote(x) for x in sys.argv)
     result = {"command": cmd, "machine": machine(a.device), "precision": a.precision, "checkpointing": a.checkpointing,
-              "optimizer": a.optimizer, "tokens": a.tokens, "resolution_px": 256, "latent": [4, 32, 32], "rows": rows, "note": a.note}
+              "optimizer": a.optimizer, "mode": a.mode, "tokens": a.tokens, "resolution_px": 256, "latent": [4, 32, 32], "rows": rows, "note": a.note}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"{name}.json").write_text(json.dumps(result, indent=2))
     mem_col = "peak GPU mem (GiB)" if a.device == "cuda" else "peak RSS (MiB)"
-    lines = [f"# SD1.5-size UNet training step at 256 px ({a.device}, {a.precision}"
-             f"{', gradient checkpointing' if a.checkpointing else ''}, optimizer {a.optimizer})", "",
+    what = "dual-guidance sampler step" if a.mode == "sample" else "training step"
+    lines = [f"# SD1.5-size UNet {what} at 256 px ({a.device}, {a.precision}"
+             f"{', gradient checkpointing' if a.checkpointing else ''}"
+             f"{', optimizer ' + a.optimizer if a.mode == 'train' else ''})", "",
              f"Command: `{cmd}`", "", f"Machine: {json.dumps(result['machine'])}", "",
              f"| batch | step time (median of {a.steps}, s) | images/s | {mem_col} |", "|---|---|---|---|"]
     for r in rows:
