@@ -4,7 +4,7 @@ import json
 import sys
 from pathlib import Path
 
-from compose_util import compose
+from conftest import compose
 from tiny_fit import OVERRIDES, tiny_data, tiny_module, unet_digest
 
 from bjexp.workflow import fit, per_device_batch

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from compose_util import compose
+from conftest import compose
 
 from bjexp.data import describe
 from bjexp.data.describe.impression import ImpressionDescriber

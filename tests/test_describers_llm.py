@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from chat_server import FakeChatServer
-from compose_util import compose
+from conftest import compose
 
 from bjexp.data import describe
 from bjexp.data.describe.llm import LLMConfigError, LLMDescriber

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageOps
 
-from compose_util import REPO, compose
+from conftest import REPO, compose
 
 from bjexp.data import manifest
 from bjexp.data.image_store import ImageError, build_store, fit, preprocess, read_dicom, read_grey

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from compose_util import REPO, compose
+from conftest import REPO, compose
 from mimic_fake import EXPECTED, IMAGES, make_tree
 
 from bjexp.data import manifest

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compose_util import compose
+from conftest import compose
 
 from bjexp import assets as cli
 from bjexp.models import assets as reg

@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
 
-from compose_util import compose
+from conftest import compose
 
 from bjexp.models import guidance
 from bjexp.models.build import build_encoder, build_scheme, build_unet, build_vae

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compose_util import compose
+from conftest import compose
 from tiny_fit import OVERRIDES, tiny_data, tiny_module, unet_digest
 
 from bjexp.workflow import fit, per_device_batch, stage_ends
