@@ -27,7 +27,7 @@ class Anatomy:
     """Per-patient traits: fixed along a journey (what retention metrics check)."""
     mask_index: int
     sex: int  # 0/1; 1 renders breast soft-tissue shadows
-    age: float  # years; older: fainter ribs, brighter (calcified) aortic knob
+    age: float  # years; older: fainter ribs, larger brighter aortic knob (unfolding), darker (hyperinflated) lungs
     race: int  # 0..N_RACE-1; soft-tissue density level
     habitus: float  # 0..1 body width
     ctr: float  # normal cardiothoracic ratio
@@ -150,24 +150,26 @@ class PhantomRenderer:
             else:
                 lung_fields[side] = s
         inflated = np.clip(lung_fields["L"] + lung_fields["R"], 0, 1)
-        img = img - 0.30 * _blur(lungs, size) + 0.045 * tex * inflated
-        img = img - 0.10 * ptx_space
+        # Age: hyperinflation darkens the lung fields — a broad cue that survives the VAE's 8x downsampling.
+        aged = (a.age - 20) / 70
+        img = img - (0.26 + 0.10 * aged) * _blur(lungs, size) + 0.045 * tex * inflated
+        img = img - 0.16 * ptx_space
         edge = np.clip(_blur(inflated, size, 0.6) - _blur(inflated, size, 2.0), 0, 1) * (ptx_space.max() > 0)
         img = img + 0.5 * edge * _blur(ptx_space, size, 2.0).clip(0, 1) * 2
 
         # Ribs: bright arcs, fainter with age (bone density).
-        rib_c = 0.08 * (1.25 - (a.age - 20) / 70 * 0.8)
+        rib_c = 0.08 * (1.25 - aged * 0.8)
         ribs = sum(np.exp(-(((v - (-0.75 + k * 0.16) - 0.22 * u ** 2) / 0.035) ** 2)) for k in range(9))
         img = img + rib_c * ribs * _blur(lungs, size)
 
-        # Heart (cardiomegaly widens it) and aortic knob (calcifies with age).
+        # Heart (cardiomegaly widens it) and aortic knob (unfolds and calcifies with age).
         cm = f.get("Cardiomegaly", FindingState())
         ctr = a.ctr + ([0, 0.10, 0.15, 0.20][cm.severity or 2] if cm.present else 0.0)
         hw = ctr * body_a
         heart = _soft(((u - 0.07) / hw) ** 2 + ((v - 0.20) / 0.25) ** 2 < 1, size)
         img = img + 0.32 * heart
-        knob = _soft(((u - 0.10) / 0.07) ** 2 + ((v + 0.28) / 0.06) ** 2 < 1, size)
-        img = img + (0.08 + 0.22 * (a.age - 20) / 70) * knob
+        knob = _soft(((u - 0.10) / (0.06 + 0.06 * aged)) ** 2 + ((v + 0.28) / (0.05 + 0.04 * aged)) ** 2 < 1, size)
+        img = img + (0.08 + 0.22 * aged) * knob
         if a.sex == 1:
             breasts = sum(_soft(((u - sgn * 0.45) / 0.30) ** 2 + ((v - 0.50) / 0.20) ** 2 < 1, size, 2.5)
                           for sgn in (-1, 1))
@@ -189,7 +191,7 @@ class PhantomRenderer:
             s, (u0, u1, v0, v1) = sides[co.side or "R"]
             cu = (u0 + u1) / 2 + a.consolidation_site[0] * (u1 - u0) * 0.25
             cv = v0 + (0.45 + 0.3 * a.consolidation_site[1]) * (v1 - v0)
-            r = [0, 0.13, 0.19, 0.26][co.severity or 2]
+            r = [0, 0.16, 0.21, 0.27][co.severity or 2]
             blob = np.exp(-(((u - cu) ** 2 + (v - cv) ** 2) / (2 * r ** 2))) * (1 + 0.25 * tex)
             img = img + 0.38 * np.clip(blob, 0, 1.2) * lung_fields[co.side or "R"]
 

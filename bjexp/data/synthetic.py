@@ -20,7 +20,7 @@ from bjexp.io import atomic_dir, config_hash
 from bjexp.progress import progress
 
 # Bump when the phantoms or journeys change: it is part of the cache key, so stale worlds are never reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 PRIOR_PREVALENCE = 0.22  # chance a finding is present at a patient's first study
 STUDY_GAP_DAYS = (20, 400)
 
