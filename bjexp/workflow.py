@@ -21,25 +21,36 @@ from bjexp.registration import register_manifest
 
 @dataclass
 class Data:
-    manifest_path: Path
+    manifest_path: Path  # what the model trains on (after registration and the same-pairs rule)
     df: pd.DataFrame
     tables: Tables
     index: dict[str, np.ndarray]
+    prepared_path: Path | None = None  # the manifest before registration
 
 
 def load_data(cfg: DictConfig) -> Data:
     check_weights(cfg)  # a missing weight folder fails now, not after data preparation
-    path = register_manifest(prepare.run(cfg), cfg)
+    prepared = prepare.run(cfg)
+    path = register_manifest(prepared, cfg)
     df = mf.read(path)
     tables, index = load_tables(df, cfg.model.image_size)
-    return Data(path, df, tables, index)
+    return Data(path, df, tables, index, prepared_path=Path(prepared))
+
+
+def vae_training_images(data: Data, image_size: int) -> np.ndarray:
+    """The tiny VAE's training set: every image of the training split as prepared, before registration, so all
+    arms of a registration sweep share one autoencoder (warped images would give each arm its own)."""
+    if data.prepared_path is None or Path(data.prepared_path) == Path(data.manifest_path):
+        df, tables, index = data.df, data.tables, data.index
+    else:
+        df = mf.read(data.prepared_path)
+        tables, index = load_tables(df, image_size)
+    train_rows = np.flatnonzero((df["split"] == "train").to_numpy())
+    return tables.images[np.unique(np.concatenate([index["prior"][train_rows], index["current"][train_rows]]))].numpy()
 
 
 def build_module(cfg: DictConfig, data: Data) -> JourneyDiffusion:
-    train_rows = np.flatnonzero((data.df["split"] == "train").to_numpy())
-    train_imgs = data.tables.images[np.unique(np.concatenate([data.index["prior"][train_rows],
-                                                              data.index["current"][train_rows]]))].numpy()
-    vae = build_vae(cfg, train_imgs, data.df, train_rows)
+    vae = build_vae(cfg, None if cfg.model.pretrained_path else vae_training_images(data, cfg.model.image_size))
     vae_path = vae.config.get("_name_or_path") or cfg.model.pretrained_path
     encoder = build_encoder(cfg, data.df)
     cached = cfg.model.cache_latents and not cfg.encoder.trainable

@@ -24,7 +24,7 @@ def sd(tmp_path_factory):
     assets = tmp_path_factory.mktemp("assets")
     folder = write_tiny_sd(assets / "stable-diffusion-v1-5", seed=0)
     cfg = compose(["model=sd15", "encoder=clip", f"paths.assets_dir={assets}"])
-    vae = build_vae(cfg, None, None, None)
+    vae = build_vae(cfg)
     enc = build_encoder(cfg, None)
     scheme = build_scheme(cfg)
     torch.manual_seed(0)

@@ -215,3 +215,23 @@ def test_every_option_composes_and_maps_onto_its_registrar(option):
 def test_a_mistyped_key_fails_naming_it(schema):
     with pytest.raises(Exception, match="iteratons"):
         OmegaConf.merge(OmegaConf.structured(schema), {"iteratons": 3})
+
+
+def test_the_tiny_vae_trains_on_unregistered_images_in_every_arm(store, tmp_path):
+    """Registration changes what the UNet sees, never the autoencoder: both arms of a registration sweep hand the
+    tiny VAE the same (prepared, unwarped) training images, although their own current images differ."""
+    from bjexp.data.datamodule import load_tables
+    from bjexp.workflow import Data, vae_training_images
+
+    arms = {}
+    for name, cfg in {"none": make_cfg(tmp_path, method="none", name="none"), "ecc": make_cfg(tmp_path)}.items():
+        path = register_manifest(store, cfg)
+        df = mf.read(path)
+        tables, index = load_tables(df, SIZE)
+        arms[name] = Data(path, df, tables, index, prepared_path=store)
+    train = np.flatnonzero((arms["ecc"].df["split"] == "train").to_numpy())
+    warped = arms["ecc"].tables.images[arms["ecc"].index["current"][train]].numpy()
+    original = arms["none"].tables.images[arms["none"].index["current"][train]].numpy()
+    assert not np.array_equal(warped, original)  # the arms really see different current images
+    a, b = (vae_training_images(arms[k], SIZE) for k in ("none", "ecc"))
+    assert a.shape == (2 * len(train), SIZE, SIZE) and np.array_equal(a, b)

@@ -39,10 +39,13 @@ def check_weights(cfg: DictConfig) -> None:
                                   fetch=f"python -m bjexp.assets fetch {enc.name}")
 
 
-def build_vae(cfg: DictConfig, tables_images: np.ndarray, df: pd.DataFrame, train_rows: np.ndarray):
+def build_vae(cfg: DictConfig, training_images: np.ndarray | None = None):
+    """SD's VAE from model.pretrained_path, or the tiny one trained (once, cached) on `training_images` (uint8)."""
     if (p := _pretrained(cfg, "vae")) is not None:
         return load_vae(p, subfolder="vae")
-    return load_vae(train_tiny_vae(cfg.model.vae, tables_images, Path(cfg.paths.cache_dir), cfg.seed))
+    if training_images is None:
+        raise ValueError("the tiny VAE needs training images (model.pretrained_path is not set)")
+    return load_vae(train_tiny_vae(cfg.model.vae, training_images, Path(cfg.paths.cache_dir), cfg.seed))
 
 
 def build_encoder(cfg: DictConfig, df: pd.DataFrame) -> TextEncoder:
