@@ -9,8 +9,8 @@ from bjexp.models.conditioning import Concat, TextOnly
 from bjexp.models.encoders import EncodedText
 from bjexp.models.unet import tiny_unet, widen_conv_in
 
-UCFG = OmegaConf.create({"block_out_channels": [32, 32], "layers_per_block": 1, "attention_head_dim": 8,
-                         "norm_num_groups": 8})
+UCFG = OmegaConf.create({"block_out_channels": [32, 32], "attention": [True, False], "layers_per_block": 1,
+                         "attention_head_dim": 8, "norm_num_groups": 8})
 
 
 def test_cfg_dropout_rates_within_tolerance():
@@ -37,6 +37,16 @@ def test_apply_dropout_uses_null_text_and_zero_latent():
     assert (p[2] == 0).all() and (p[3] == 0).all()
     assert (t.states[0] == 7).all() and (t.states[2] == 7).all() and torch.equal(t.states[1], text.states[1])
     assert torch.equal(t.mask[0], null.mask[0]) and t.mask[1].all()
+
+
+def test_tiny_unet_puts_attention_on_the_flagged_levels_only():
+    cfg = OmegaConf.merge(UCFG, {"block_out_channels": [16, 32, 32], "attention": [False, True, False]})
+    unet = tiny_unet(cfg, 8, 4, 16, 8)
+    assert [type(b).__name__ for b in unet.down_blocks] == ["DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
+    assert [type(b).__name__ for b in unet.up_blocks] == ["UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
+    for bad in ([True, False], [False, False, False]):
+        with pytest.raises(ValueError, match="model.unet.attention"):
+            tiny_unet(OmegaConf.merge(cfg, {"attention": bad}), 8, 4, 16, 8)
 
 
 def _unet(in_ch):

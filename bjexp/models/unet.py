@@ -9,9 +9,12 @@ from omegaconf import DictConfig
 
 def tiny_unet(ucfg: DictConfig, in_channels: int, out_channels: int, cross_attention_dim: int,
               sample_size: int) -> UNet2DConditionModel:
-    n = len(ucfg.block_out_channels)
-    down = ["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"]
-    up = ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1)
+    attention = list(ucfg.attention)
+    if len(attention) != len(ucfg.block_out_channels) or not any(attention):
+        raise ValueError(f"model.unet.attention={attention}: one flag per level of block_out_channels="
+                         f"{list(ucfg.block_out_channels)}, at least one true (text enters through cross-attention)")
+    down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention]
+    up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)]
     return UNet2DConditionModel(sample_size=sample_size, in_channels=in_channels, out_channels=out_channels,
                                 block_out_channels=list(ucfg.block_out_channels), layers_per_block=ucfg.layers_per_block,
                                 down_block_types=down, up_block_types=up, cross_attention_dim=cross_attention_dim,
