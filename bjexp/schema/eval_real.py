@@ -1,7 +1,7 @@
 """Real-world evaluation schema (`eval=real`): torchxrayvision classifiers + torch-fidelity FID, offline.
 
-Same top-level fields as the miniature world's `eval=synthetic` (name, predictor, findings, uncertain,
-n_bootstrap, max_pairs, grid_pairs), plus `fid`, how FID is computed, and where the weights and the
+The miniature world's `eval=synthetic` fields (EvalConfig: name, predictor, findings, uncertain, n_bootstrap,
+max_pairs, grid_pairs) with the real defaults, plus `fid`, how FID is computed, and where the weights and the
 reference caches live.
 docs/evaluation.md explains every default.
 """
@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+
+from bjexp.schema.model import EvalConfig
 
 # The five most prevalent CheXpert findings of MIMIC-CXR (xrv names), all predicted by every non-MIMIC DenseNet
 # that has them: densenet121-res224-chex predicts all five (nih/pc lack Lung Opacity).
@@ -46,16 +48,12 @@ class FIDSettings:
 
 
 @dataclass
-class RealEvalConfig:
+class RealEvalConfig(EvalConfig):
     name: str = "real"
-    predictor: Any = field(default_factory=_predictor)
+    predictor: dict[str, Any] = field(default_factory=_predictor)
     findings: list[str] = field(default_factory=lambda: list(REAL_FINDINGS))
-    # CheXpert uncertain (-1) labels: exclude (drop from that finding's AUROC/accuracy) | positive | negative.
-    # Blank labels are always excluded.
-    uncertain: str = "exclude"
-    n_bootstrap: int = 1000
-    max_pairs: Optional[int] = None  # evaluate a fixed subset (first N test pairs), as the synthetic eval
-    grid_pairs: int = 8
+    # uncertain (EvalConfig): CheXpert -1 labels are excluded from that finding's AUROC/accuracy by default,
+    # or counted positive/negative. Blank labels are always excluded.
     fid: bool = True
     fid_settings: FIDSettings = field(default_factory=FIDSettings)
     # Local weights (xrv file names, as ~/.torchxrayvision/models_data); `python -m bjexp.assets fetch eval` fills it.
