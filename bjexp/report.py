@@ -29,7 +29,8 @@ def collect(root: Path) -> dict[str, dict]:
     for res in sorted(Path(root).rglob("results.json")):
         info_path = res.parent / "run.json"
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-        runs.append((res.parent, info.get("choices", {}), json.loads(res.read_text())["metrics"]))
+        choices = {**info.get("choices", {}), "seed": info.get("seed")}  # seeds of a sweep label their runs too
+        runs.append((res.parent, choices, json.loads(res.read_text())["metrics"]))
     if not runs:
         raise FileNotFoundError(f"no results.json below {root}: run `python -m bjexp.train` (or -m for a sweep) first")
     varying = [g for g in sorted({g for _, c, _ in runs for g in c}) if len({c.get(g) for _, c, _ in runs}) > 1]

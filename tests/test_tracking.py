@@ -11,11 +11,11 @@ from bjexp.tracking.report import write_grid
 from bjexp.tracking.wandb_log import loggable_config, log_results, make_loggers
 
 
-def _fake_run(d, method, cmig):
+def _fake_run(d, method, cmig, seed=0):
     d.mkdir(parents=True)
     m = {"test/pathology_auroc": {"value": 0.7, "lo": 0.6, "hi": 0.8}, "test/cmig": {"value": cmig, "lo": cmig - 5, "hi": cmig + 5}}
     (d / "results.json").write_text(json.dumps({"metrics": m}))
-    (d / "run.json").write_text(json.dumps({"choices": {"method": method, "encoder": "clip"}}))
+    (d / "run.json").write_text(json.dumps({"choices": {"method": method, "encoder": "clip"}, "seed": seed}))
 
 
 def test_sweep_report_labels_runs_by_varying_choices(tmp_path):
@@ -28,6 +28,12 @@ def test_sweep_report_labels_runs_by_varying_choices(tmp_path):
     assert out["plot"].stat().st_size > 1000 and "<table" in out["html"].read_text()
     csv = out["csv"].read_text().splitlines()
     assert csv[0].split(",")[1:] == ["test/cmig", "test/pathology_auroc"] or "test/cmig" in csv[0]
+
+
+def test_sweep_over_seeds_labels_each_run_by_its_seed(tmp_path):
+    for i, (method, seed) in enumerate([("biomedjourney", 0), ("biomedjourney", 1), ("identity", 0), ("identity", 1)]):
+        _fake_run(tmp_path / str(i), method, 50.0 + i, seed)
+    assert set(report.collect(tmp_path)) == {f"method={m}, seed={s}" for m in ("biomedjourney", "identity") for s in (0, 1)}
 
 
 def test_report_without_results_is_a_clear_error(tmp_path):
