@@ -29,7 +29,7 @@ class SyntheticDataConfig:
     change_prob: float = 0.35
     pose: PoseConfig = field(default_factory=PoseConfig)
     # Images held out for the synthetic classifier's own train/test (not part of the journeys).
-    classifier_images: int = 4000
+    classifier_images: int = 5000
 
 
 cs = ConfigStore.instance()
