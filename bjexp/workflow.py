@@ -37,14 +37,18 @@ def load_data(cfg: DictConfig) -> Data:
     return Data(path, df, tables, index, prepared_path=Path(prepared))
 
 
-def vae_training_images(data: Data, image_size: int) -> np.ndarray:
-    """The tiny VAE's training set: every image of the training split as prepared, before registration, so all
-    arms of a registration sweep share one autoencoder (warped images would give each arm its own)."""
+def pretraining_manifest(data: Data) -> pd.DataFrame:
+    """What the tiny VAE and tiny text encoder pretrain on: the manifest as prepared, before registration and the
+    same-pairs rule, so all arms of a registration sweep share one autoencoder and one encoder."""
     if data.prepared_path is None or Path(data.prepared_path) == Path(data.manifest_path):
-        df, tables, index = data.df, data.tables, data.index
-    else:
-        df = mf.read(data.prepared_path)
-        tables, index = load_tables(df, image_size)
+        return data.df
+    return mf.read(data.prepared_path)
+
+
+def vae_training_images(data: Data, image_size: int) -> np.ndarray:
+    """Every image of the pretraining manifest's training split (uint8, N x H x W)."""
+    df = pretraining_manifest(data)
+    tables, index = (data.tables, data.index) if df is data.df else load_tables(df, image_size)
     train_rows = np.flatnonzero((df["split"] == "train").to_numpy())
     return tables.images[np.unique(np.concatenate([index["prior"][train_rows], index["current"][train_rows]]))].numpy()
 
@@ -52,7 +56,7 @@ def vae_training_images(data: Data, image_size: int) -> np.ndarray:
 def build_module(cfg: DictConfig, data: Data) -> JourneyDiffusion:
     vae = build_vae(cfg, None if cfg.model.pretrained_path else vae_training_images(data, cfg.model.image_size))
     vae_path = vae.config.get("_name_or_path") or cfg.model.pretrained_path
-    encoder = build_encoder(cfg, data.df)
+    encoder = build_encoder(cfg, pretraining_manifest(data))
     cached = cfg.model.cache_latents and not cfg.encoder.trainable
     if cached:
         # Keyed by the exact weights (not only their configs): a rebuilt encoder or VAE never reuses stale states.

@@ -217,11 +217,11 @@ def test_a_mistyped_key_fails_naming_it(schema):
         OmegaConf.merge(OmegaConf.structured(schema), {"iteratons": 3})
 
 
-def test_the_tiny_vae_trains_on_unregistered_images_in_every_arm(store, tmp_path):
-    """Registration changes what the UNet sees, never the autoencoder: both arms of a registration sweep hand the
-    tiny VAE the same (prepared, unwarped) training images, although their own current images differ."""
+def test_the_tiny_vae_and_encoder_pretrain_on_unregistered_images_in_every_arm(store, tmp_path):
+    """Registration changes what the UNet sees, never the frozen parts: both arms of a registration sweep hand the
+    tiny VAE and the tiny encoder the same (prepared, unwarped) images, although their own current images differ."""
     from bjexp.data.datamodule import load_tables
-    from bjexp.workflow import Data, vae_training_images
+    from bjexp.workflow import Data, pretraining_manifest, vae_training_images
 
     arms = {}
     for name, cfg in {"none": make_cfg(tmp_path, method="none", name="none"), "ecc": make_cfg(tmp_path)}.items():
@@ -235,3 +235,5 @@ def test_the_tiny_vae_trains_on_unregistered_images_in_every_arm(store, tmp_path
     assert not np.array_equal(warped, original)  # the arms really see different current images
     a, b = (vae_training_images(arms[k], SIZE) for k in ("none", "ecc"))
     assert a.shape == (2 * len(train), SIZE, SIZE) and np.array_equal(a, b)
+    pa, pb = (pretraining_manifest(arms[k]) for k in ("none", "ecc"))
+    assert pb["current_path"].tolist() == pa["current_path"].tolist() == mf.read(store)["current_path"].tolist()
