@@ -29,7 +29,11 @@ def build_predictor(cfg: DictConfig, df):
     if cfg.eval.name == "synthetic":
         from bjexp.eval.synthetic_classifier import train_classifier
 
-        npz = Path(df.attrs["root"]) / "classifier.npz"
+        from bjexp import prepare
+
+        # The world's own held-out studies sit beside the prepared manifest (a registered or same-pairs manifest
+        # lives elsewhere in the cache).
+        npz = Path(prepare.run(cfg)).parent / "classifier.npz"
         p.setdefault("path", str(train_classifier(npz, cfg.eval.classifier, Path(cfg.paths.cache_dir), cfg.seed)))
     return instantiate(p)
 
@@ -60,7 +64,9 @@ def evaluate(cfg: DictConfig, df, run_dir: Path) -> dict:
 
 def run(cfg: DictConfig) -> dict:
     from bjexp.workflow import load_data
+    from bjexp.tracking.runinfo import run_config
 
+    cfg = run_config(cfg)  # run=<dir>: that run's own config
     run_dir = Path(cfg.run or cfg.paths.run_dir)
     data = load_data(cfg)
     return evaluate(cfg, data.df, run_dir)

@@ -52,10 +52,20 @@ def test_main_job_end_to_end(tmp_path, cache_dir):
 
 
 def _run_stage(stage, run, cache_dir, tmp_path):
+    # Only run=: the stage must act on the run's own config (TINY's 2 sampler steps, not the default's 20).
     env = {**os.environ, "BJEXP_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "BJEXP_PROGRESS": "0"}
-    cmd = [sys.executable, "-m", f"bjexp.{stage}", *TINY, f"run={run}", f"hydra.run.dir={tmp_path / stage}"]
+    cmd = [sys.executable, "-m", f"bjexp.{stage}", f"run={run}", f"hydra.run.dir={tmp_path / stage}"]
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-6000:]
+
+
+def test_registration_arm_end_to_end(tmp_path, cache_dir):
+    """An arm of the registration study: registered pairs, the same-pairs rule, evaluation on that subset."""
+    run = tmp_path / "ecc"
+    _run_train(run, cache_dir, ["registration=affine_ecc", "registration.same_pairs_as=[none,affine_ecc]"])
+    results = json.loads((run / "results.json").read_text())
+    assert len(list((run / "samples").glob("*.png"))) == results["counts"]["test/n_pairs"] > 0
+    assert json.loads((run / "run.json").read_text())["choices"]["registration"] == "affine_ecc"
 
 
 def test_identity_baseline_outputs_the_prior(tmp_path, cache_dir):
