@@ -95,7 +95,9 @@ def generate(cfg: DictConfig, data, module, run_dir: Path) -> Path:
 def run(cfg: DictConfig) -> Path:
     """Standalone: rebuild the model of a finished run from its config and last checkpoint, then sample."""
     from bjexp.workflow import build_module, checkpoint_dir, load_data
+    from bjexp.tracking.runinfo import run_config
 
+    cfg = run_config(cfg)  # run=<dir>: that run's own config
     run_dir = Path(cfg.run or cfg.paths.run_dir)
     data = load_data(cfg)
     if cfg.method.kind == "identity":

@@ -77,3 +77,24 @@ def test_wandb_offline_run_is_written_locally(tmp_path, monkeypatch):
     wandb.finish()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert runs and any(p.suffix == ".wandb" for p in runs[0].iterdir())
+
+
+def test_run_config_is_the_runs_own_with_key_value_overrides(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = OmegaConf.create({"run": None, "seed": 3, "paths": {"run_dir": "/elsewhere"},
+                              "eval": {"n_bootstrap": 1000}, "sampler": {"steps": 2}})
+    OmegaConf.save(saved, run / "config.yaml")
+    (run / "run.json").write_text(json.dumps({"choices": {"logger": "csv", "registration": "none"}}))
+    cli = OmegaConf.create({"run": str(run), "seed": 0, "sampler": {"steps": 20}})
+    assert runinfo.run_config(OmegaConf.create({"run": None, "seed": 0})).seed == 0  # no run=: the command's own
+    groups = {"logger", "registration"}
+    cfg = runinfo.run_config(cli, ["eval.n_bootstrap=200", "logger=csv", f"run={run}"], groups)
+    assert (cfg.seed, cfg.sampler.steps, cfg.eval.n_bootstrap) == (3, 2, 200)
+    assert cfg.paths.run_dir == cfg.run == str(run)
+    with pytest.raises(ValueError, match="registration=affine_ecc"):
+        runinfo.run_config(cli, ["registration=affine_ecc"], groups)
+    with pytest.raises(Exception, match="n_bootstrapp"):
+        runinfo.run_config(cli, ["eval.n_bootstrapp=1"], groups)
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        runinfo.run_config(OmegaConf.create({"run": str(tmp_path / "nothing")}), [], groups)

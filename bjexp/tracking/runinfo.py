@@ -1,6 +1,7 @@
 """What every run records: resolved config, group choices, git SHA (+dirty), manifest hash, seed, SLURM job id."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -68,3 +69,43 @@ def record(cfg: DictConfig, run_dir: Path, **extra) -> dict:
         with atomic_write(run_dir / "config.yaml", "w") as f:
             f.write(OmegaConf.to_yaml(cfg, resolve=True))
     return info
+
+
+def _command_overrides() -> tuple[list[str], set[str]]:
+    """(this command's overrides, the config group names), or nothing outside a Hydra app."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        h = HydraConfig.get()
+        return list(h.overrides.task), set(h.runtime.choices)
+    except ValueError:
+        return [], set()
+
+
+def run_config(cfg: DictConfig, overrides: list[str] | None = None, groups: set[str] | None = None) -> DictConfig:
+    """The config a stage acts on when given `run=<dir>`: that run's own resolved `config.yaml`, with this command's
+    key=value overrides on top (e.g. `eval.n_bootstrap=200`). Without `run=`, `cfg` itself. Group choices are the
+    run's: switching one (e.g. `registration=affine_ecc`) would describe a different run, so it is refused."""
+    if not cfg.get("run"):
+        return cfg
+    run_dir = Path(cfg.run)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{saved} not found: run= must name a run directory written by `python -m bjexp.train`")
+    if overrides is None:
+        overrides, groups = _command_overrides()
+    overrides = [o for o in overrides if o.split("=", 1)[0] != "run"]
+    info = run_dir / "run.json"
+    chosen = json.loads(info.read_text()).get("choices", {}) if info.is_file() else {}
+    switched = [o for o in overrides if (k := o.split("=", 1)[0].lstrip("+~")) in (groups or set())
+                and chosen.get(k) != o.split("=", 1)[-1]]
+    if switched:
+        raise ValueError(f"{switched}: with run={run_dir} the group choices are the run's own ({saved}); "
+                         "only key=value overrides apply (e.g. eval.n_bootstrap=200)")
+    values = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in (groups or set())]  # groups: the run's
+    base = OmegaConf.load(saved)
+    OmegaConf.set_struct(base, True)  # a mistyped key fails here, naming it
+    out = OmegaConf.merge(base, OmegaConf.from_dotlist(values))
+    out.run = str(run_dir)
+    out.paths.run_dir = str(run_dir)
+    return out
