@@ -1,7 +1,9 @@
 """Training-step throughput (images/s) of the default config, with the latent/text-state cache vs without.
 
 With the cache a step reads VAE moments and text states; without it the step runs the frozen VAE encoder and
-text encoder on every batch (what diffusers' train_instruct_pix2pix.py does).
+text encoder on every batch (what diffusers' train_instruct_pix2pix.py does). A third row times the cached step
+with UNet attention also at the 8x8 level (`model.unet.attention=[true,true,false]`, the tiny default before
+2026-11-28), all in one process.
 Usage: python benchmarks/train_throughput.py [hydra overrides...]   (e.g. model=... encoder=clip)
 """
 from __future__ import annotations
@@ -17,6 +19,22 @@ from common import median, timed, write  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+def time_steps(module, batches: list, steps: int) -> dict:
+    """Median seconds per training step (forward, backward, AdamW) over `steps`, cycling through `batches`."""
+    opt = torch.optim.AdamW(module.unet.parameters(), lr=1e-4)
+    it = iter(range(10**9))
+
+    def step():
+        loss = module._loss(batches[next(it) % len(batches)], dropout=True, g=torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    module.train()
+    t = median(timed(step, steps, warmup=2))
+    return {"median_s_per_step": t, "images_per_s": len(batches[0]["row"]) / t}
+
+
 def main(overrides: list[str], steps: int = 20) -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
@@ -25,40 +43,39 @@ def main(overrides: list[str], steps: int = 20) -> None:
     from bjexp.data.datamodule import PairDataset
     from bjexp.workflow import build_module, load_data
 
+    def config(extra: list[str]):
+        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=[*overrides, *extra])
+        with open_dict(cfg):
+            cfg.paths.run_dir = "/tmp/bjexp-bench"
+        return cfg
+
     schema.register()
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.run_dir = "/tmp/bjexp-bench"
+    cfg = config([])
     data = load_data(cfg)
     module = build_module(cfg, data)
-    opt = torch.optim.AdamW(module.unet.parameters(), lr=1e-4)
     rows = (data.df["split"] == "train").to_numpy().nonzero()[0]
     b = cfg.model.optim.batch_size
-    res = {}
-    for cached in (True, False):
+
+    def batches(cached: bool) -> list:
         ds = PairDataset(data.tables, data.index, rows, cached=cached)
-        if not cached:  # as a run with model.cache_latents=false: null text at the encoder's full length
-            with torch.no_grad():
-                null = module.encoder.encode([""])
-            module.null_states, module.null_mask = null.states, null.mask
-        batches = [torch.utils.data.default_collate([ds[i] for i in range(k * b, (k + 1) * b)]) for k in range(4)]
-        it = iter(range(10**9))
+        return [torch.utils.data.default_collate([ds[i] for i in range(k * b, (k + 1) * b)]) for k in range(4)]
 
-        def step():
-            batch = batches[next(it) % len(batches)]
-            loss = module._loss(batch, dropout=True, g=torch.Generator().manual_seed(0))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-        module.train()
-        times = timed(step, steps, warmup=2)
-        res["cached" if cached else "uncached"] = {"median_s_per_step": median(times), "images_per_s": b / median(times)}
+    res = {"cached": time_steps(module, batches(True), steps)}
+    with torch.no_grad():  # as a run with model.cache_latents=false: null text at the encoder's full length
+        null = module.encoder.encode([""])
+    module.null_states, module.null_mask = null.states, null.mask
+    res["uncached"] = time_steps(module, batches(False), steps)
+    if cfg.model.name == "tiny":
+        m8 = build_module(config(["model.unet.attention=[true,true,false]"]), data)
+        res["cached, attention also at 8x8"] = time_steps(m8, batches(True), steps)
     ratio = res["uncached"]["median_s_per_step"] / res["cached"]["median_s_per_step"]
     table = ("| mode | s/step (median of %d) | images/s |\n|---|---|---|\n" % steps
              + "\n".join(f"| {k} | {v['median_s_per_step']:.4f} | {v['images_per_s']:.1f} |" for k, v in res.items())
              + f"\n\nSpeed-up from caching: {ratio:.2f}x (batch {b}, {cfg.model.image_size} px, encoder={cfg.encoder.name})")
+    if "cached, attention also at 8x8" in res:
+        r8 = res["cached, attention also at 8x8"]["median_s_per_step"] / res["cached"]["median_s_per_step"]
+        table += f"\nAttention also at the 8x8 level costs {r8:.2f}x the default cached step."
     write("train_throughput", {"overrides": overrides, "batch_size": b, "results": res, "speedup": ratio}, table)
 
 
