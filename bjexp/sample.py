@@ -12,6 +12,7 @@ import hydra
 import numpy as np
 import pandas as pd
 import torch
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from omegaconf import DictConfig
 
 from bjexp import schema
@@ -73,11 +74,12 @@ def generate(cfg: DictConfig, data, module, run_dir: Path) -> Path:
         for i in range(0, len(rows), s.batch_size):
             chunk = rows[i:i + s.batch_size]
             pids = [data.df["pair_id"].iat[r] for r in chunk]
-            from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-
-            prior = DiagonalGaussianDistribution(t.moments[data.index["prior"][chunk]].to(device)).mode()
-            ti = data.index["text"][chunk]
-            text = EncodedText(t.states[ti].to(device), t.mask[ti].to(device))
+            pi, ti = data.index["prior"][chunk], data.index["text"][chunk]
+            if t.moments is not None:  # the feature cache (model.cache_latents with a frozen encoder)
+                prior = DiagonalGaussianDistribution(t.moments[pi].to(device)).mode()
+                text = EncodedText(t.states[ti].to(device), t.mask[ti].to(device))
+            else:
+                prior, text = module.encode_conditions(t.images[pi], [t.texts[i] for i in ti])
             gens = [pair_generator(p, cfg.seed, device) for p in pids]
             lat = sample(module.unet, scheduler, module.scheme, prior, text, module.null, steps=s.steps,
                          image_guidance=s.image_guidance, text_guidance=s.text_guidance, generators=gens,

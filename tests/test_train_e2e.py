@@ -59,6 +59,14 @@ def _run_stage(stage, run, cache_dir, tmp_path):
     assert p.returncode == 0, p.stderr[-6000:]
 
 
+def test_main_job_without_the_feature_cache(tmp_path, cache_dir):
+    """model.cache_latents=false: training encodes every batch, and sampling encodes the test priors and texts."""
+    run = tmp_path / "uncached"
+    _run_train(run, cache_dir, ["model.cache_latents=false"])
+    results = json.loads((run / "results.json").read_text())
+    assert len(list((run / "samples").glob("*.png"))) == results["counts"]["test/n_pairs"] > 0
+
+
 def test_registration_arm_end_to_end(tmp_path, cache_dir):
     """An arm of the registration study: registered pairs, the same-pairs rule, evaluation on that subset."""
     run = tmp_path / "ecc"
