@@ -21,25 +21,20 @@ REPO = Path(__file__).resolve().parents[1]
 def main(overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
 
-    from bjexp import prepare, schema
+    from bjexp import schema
+    from bjexp.data.synthetic import world_dir
     from bjexp.eval import stats
-    from bjexp.eval.synthetic_classifier import load_predictor, train_classifier
+    from bjexp.evaluate import build_predictor
     from bjexp.imaging import model_to_uint8, uint8_to_model
     from bjexp.models.build import build_vae
-    from bjexp.workflow import Data, vae_training_images
-    from bjexp.data import manifest as mf
-    from bjexp.data.datamodule import load_tables
+    from bjexp.workflow import load_data, vae_training_images
 
     schema.register()
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["data=synthetic", *overrides])
-    path = prepare.run(cfg)
-    df = mf.read(path)
-    tables, index = load_tables(df, cfg.model.image_size)
-    vae = build_vae(cfg, vae_training_images(Data(path, df, tables, index), cfg.model.image_size))
-    npz = path.parent / "classifier.npz"
-    predictor = load_predictor(train_classifier(npz, cfg.eval.classifier, Path(cfg.paths.cache_dir), cfg.seed))
-    held = np.load(npz)
+    vae = build_vae(cfg, vae_training_images(load_data(cfg), cfg.model.image_size))
+    predictor = build_predictor(cfg)
+    held = np.load(world_dir(cfg) / "classifier.npz")
     n = len(held["images"]) // 5  # the classifier's own held-out fifth
     images, labels, attrs = held["images"][:n], held["labels"][:n], held["attrs"][:n]
     with torch.no_grad():

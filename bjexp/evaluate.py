@@ -23,17 +23,15 @@ from bjexp.tracking.report import write_grid, write_run_report
 schema.register()
 
 
-def build_predictor(cfg: DictConfig, df):
+def build_predictor(cfg: DictConfig):
     """The evaluation classifier. The miniature world's is trained (once, cached) on its own held-out studies."""
     p = OmegaConf.to_container(cfg.eval.predictor, resolve=True)
     if cfg.eval.name == "synthetic":
+        from bjexp.data.synthetic import world_dir
         from bjexp.eval.synthetic_classifier import train_classifier
 
-        from bjexp import prepare
-
-        # The world's own held-out studies sit beside the prepared manifest (a registered or same-pairs manifest
-        # lives elsewhere in the cache).
-        npz = Path(prepare.run(cfg)).parent / "classifier.npz"
+        # The world's own studies, not the arm's manifest folder (registered/same-pairs manifests live elsewhere).
+        npz = world_dir(cfg) / "classifier.npz"
         p.setdefault("path", str(train_classifier(npz, cfg.eval.classifier, Path(cfg.paths.cache_dir), cfg.seed)))
     return instantiate(p)
 
@@ -53,7 +51,7 @@ def evaluate(cfg: DictConfig, df, run_dir: Path) -> dict:
     gen = suite.load_images([samples / f"{p}.png" for p in sub["pair_id"]], size)
     prior = suite.load_images(mf.resolve(sub, "prior_path"), size)
     cur = suite.load_images(mf.resolve(sub, "current_path"), size)
-    predictor = build_predictor(cfg, df)
+    predictor = build_predictor(cfg)
     results = suite.score_all(cfg.eval, predictor, sub, generated=gen, current=cur, prior=prior, seed=cfg.seed)
     results["n_bootstrap"] = cfg.eval.n_bootstrap
     write_json(run_dir / "results.json", results)

@@ -93,14 +93,18 @@ def _state_json(state: StudyState) -> str:
     return json.dumps({n: [s.severity, s.side] for n, s in state.findings.items()}, sort_keys=True)
 
 
+def world_dir(cfg: DictConfig) -> Path:
+    """The cache folder of this synthetic world: manifest.csv, images/, classifier.npz (the classifier's studies)."""
+    return Path(cfg.paths.cache_dir) / "data" / f"synthetic-{config_hash(cfg.data, GENERATOR_VERSION)}"
+
+
 def build_manifest(cfg: DictConfig) -> Path:
     """Generate (or reuse) the synthetic journeys; returns the manifest path."""
-    d = cfg.data
-    out = Path(cfg.paths.cache_dir) / "data" / f"synthetic-{config_hash(d, GENERATOR_VERSION)}"
+    out = world_dir(cfg)
     if (out / "manifest.csv").is_file():
         return out / "manifest.csv"
     with atomic_dir(out) as tmp:
-        generate(d, tmp, mask_cache=Path(cfg.paths.cache_dir) / "data")
+        generate(cfg.data, tmp, mask_cache=Path(cfg.paths.cache_dir) / "data")
     return out / "manifest.csv"
 
 
