@@ -24,6 +24,12 @@ def uint8_to_model(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return t.unsqueeze(-3) if t.ndim in (2, 3) else t
 
 
+def uint8_to_vae(x: np.ndarray | torch.Tensor, in_channels: int) -> torch.Tensor:
+    """uint8 grey -> VAE input [-1, 1]: one channel (tiny VAE) or the grey repeated to 3 (SD's VAE)."""
+    t = uint8_to_model(x)
+    return t.repeat_interleave(in_channels, dim=-3) if in_channels != 1 else t
+
+
 def model_to_uint8(x: torch.Tensor) -> torch.Tensor:
     """float [-1,1] -> uint8 [0,255] (rounded, clamped); keeps shape."""
     return ((x.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bjexp.imaging import read_grey, uint8_to_model
+from bjexp.imaging import read_grey, uint8_to_vae
 from bjexp.io import atomic_write, bytes_hash
 from bjexp.models.encoders import EncodedText
 from bjexp.progress import progress
@@ -72,9 +72,7 @@ def encode_tables(tables: Tables, vae, encoder, cache_dir: Path, key: str, batch
     with progress() as bar:
         task = bar.add_task("cache VAE latents", total=len(tables.images))
         for i in range(0, len(tables.images), batch_size):
-            x = uint8_to_model(tables.images[i:i + batch_size]).to(device)
-            if vae.config.in_channels == 3:
-                x = x.repeat(1, 3, 1, 1)
+            x = uint8_to_vae(tables.images[i:i + batch_size], vae.config.in_channels).to(device)
             moments.append(vae.encode(x).latent_dist.parameters.float().cpu())
             bar.advance(task, len(x))
         task = bar.add_task("cache text states", total=len(tables.texts))

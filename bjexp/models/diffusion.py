@@ -9,7 +9,7 @@ from diffusers import DDPMScheduler
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.training_utils import EMAModel
 
-from bjexp.imaging import uint8_to_model
+from bjexp.imaging import uint8_to_vae
 from bjexp.models.encoders import EncodedText, TextEncoder
 from bjexp.models.guidance import apply_dropout, dropout_masks
 
@@ -71,8 +71,7 @@ class JourneyDiffusion(L.LightningModule):
         return prior, EncodedText(text.states.to(self.device), text.mask.to(self.device))
 
     def _vae_in(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        x = uint8_to_model(images_uint8).to(self.device, self.vae.dtype)
-        return x.repeat(1, 3, 1, 1) if self.vae.config.in_channels == 3 else x
+        return uint8_to_vae(images_uint8, self.vae.config.in_channels).to(self.device, self.vae.dtype)
 
     def _loss(self, batch, dropout: bool, g: torch.Generator) -> torch.Tensor:
         z0, prior, text = self._latents(batch, g)
