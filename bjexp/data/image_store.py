@@ -11,7 +11,6 @@ Every stored file's content hash (sha256 of the PNG bytes, 16 hex) is returned f
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from bjexp.io import atomic_write
+from bjexp.io import atomic_write, bytes_hash
 
 log = logging.getLogger(__name__)
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 6]
@@ -99,10 +98,6 @@ def encode_png(img: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
 @dataclass
 class StoreResult:
     """key -> path relative to the store folder and content hash; failures as (key, source, reason)."""
@@ -125,14 +120,14 @@ def build_store(items: Sequence[tuple[str, str | Path]], store_dir: str | Path, 
         rel = f"images/{key}.png"
         out = store_dir / rel
         if out.is_file():
-            return key, rel, content_hash(out.read_bytes()), True
+            return key, rel, bytes_hash(out.read_bytes()), True
         try:
             data = encode_png(preprocess(src, size))
         except (ImageError, cv2.error, OSError, ValueError) as e:
             return key, None, str(e), False
         with atomic_write(out, "wb") as f:
             f.write(data)
-        return key, rel, content_hash(data), False
+        return key, rel, bytes_hash(data), False
 
     items = list(dict.fromkeys((k, str(p)) for k, p in items))
     with ThreadPoolExecutor(max(1, workers)) as pool:

@@ -5,12 +5,11 @@ Stored as CSV (human-readable, diff-able); label and attribute columns are flat 
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pandas as pd
 
-from bjexp.io import atomic_write
+from bjexp.io import atomic_write, files_hash
 
 # Identity and split columns.
 ID_COLUMNS = ["pair_id", "patient_id", "split", "prior_study_id", "current_study_id"]
@@ -86,7 +85,7 @@ def write(df: pd.DataFrame, path: str | Path) -> Path:
 
 def file_hash(path: str | Path) -> str:
     """Content hash of the manifest file (recorded by every run)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return files_hash([path])
 
 
 def resolve(df: pd.DataFrame, column: str) -> list[Path]:
