@@ -57,8 +57,7 @@ def build_module(cfg: DictConfig, data: Data) -> JourneyDiffusion:
     vae = build_vae(cfg, None if cfg.model.pretrained_path else vae_training_images(data, cfg.model.image_size))
     vae_path = vae.config.get("_name_or_path") or cfg.model.pretrained_path
     encoder = build_encoder(cfg, pretraining_manifest(data))
-    cached = cfg.model.cache_latents and not cfg.encoder.trainable
-    if cached:
+    if uses_feature_cache(cfg):
         # Keyed by the exact weights (not only their configs): a rebuilt encoder or VAE never reuses stale states.
         key = config_hash(cfg.model.name, vae.config, cfg.encoder, cfg.seed, weights_fingerprint(vae_path),
                           weights_fingerprint(encoder.path))
@@ -138,6 +137,17 @@ def stage_ends(cfg: DictConfig) -> list[tuple[str, str, int]]:
     return ends
 
 
+def uses_feature_cache(cfg: DictConfig) -> bool:
+    """Batches carry cached VAE moments and text states (a frozen encoder), not raw images and texts."""
+    return cfg.model.cache_latents and not cfg.encoder.trainable
+
+
+def datamodule(cfg: DictConfig, data: Data, kind: str) -> JourneyDataModule:
+    return JourneyDataModule(data.df, data.tables, data.index, batch_size=per_device_batch(cfg),
+                             num_workers=cfg.trainer.num_workers, kind=kind, cached=uses_feature_cache(cfg),
+                             seed=cfg.seed)
+
+
 def fit(cfg: DictConfig, module: JourneyDiffusion, data: Data, run_dir: Path, loggers) -> L.Trainer:
     """Train through the curriculum stages; resumes from <run_dir>/checkpoints/last.ckpt when the run dir is
     reused (or requeued). Each stage continues the previous one's weights, optimizer and EMA (via last.ckpt)
@@ -153,9 +163,7 @@ def fit(cfg: DictConfig, module: JourneyDiffusion, data: Data, run_dir: Path, lo
     for name, kind, end in stage_ends(cfg):
         if name in done or (trainer is not None and end <= trainer.global_step):
             continue
-        dm = JourneyDataModule(data.df, data.tables, data.index, batch_size=per_device_batch(cfg),
-                               num_workers=cfg.trainer.num_workers, kind=kind,
-                               cached=cfg.model.cache_latents and not cfg.encoder.trainable, seed=cfg.seed)
+        dm = datamodule(cfg, data, kind)
         stage_cfg = cfg.copy()
         with open_dict(stage_cfg):
             stage_cfg.trainer.max_steps = end
@@ -170,7 +178,5 @@ def fit(cfg: DictConfig, module: JourneyDiffusion, data: Data, run_dir: Path, lo
             write_json(done_file, done := done + [name])
     if trainer is None:  # everything done already: a trainer that restores the final state
         trainer = make_trainer(cfg, run_dir, loggers)
-        trainer.fit(module, datamodule=JourneyDataModule(data.df, data.tables, data.index, batch_size=per_device_batch(cfg),
-                                                         cached=cfg.model.cache_latents and not cfg.encoder.trainable,
-                                                         seed=cfg.seed), ckpt_path=str(last))
+        trainer.fit(module, datamodule=datamodule(cfg, data, stage_ends(cfg)[-1][1]), ckpt_path=str(last))
     return trainer
