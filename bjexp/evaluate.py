@@ -13,7 +13,6 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from bjexp import schema
-from bjexp.data import manifest as mf
 from bjexp.eval import suite
 from bjexp.instantiate import instantiate
 from bjexp.io import write_json
@@ -36,9 +35,11 @@ def build_predictor(cfg: DictConfig):
     return instantiate(p)
 
 
-def evaluate(cfg: DictConfig, df, run_dir: Path) -> dict:
-    """Score the run's samples against the manifest's test rows; writes results.json, grid.png, report.md."""
+def evaluate(cfg: DictConfig, data, run_dir: Path) -> dict:
+    """Score the run's samples against the manifest's test rows (priors and currents from the in-memory tables of
+    `data`, a workflow.Data); writes results.json, grid.png, report.md."""
     run_dir = Path(run_dir)
+    df = data.df
     rows = test_rows(df, cfg.eval.max_pairs)
     sub = df.iloc[rows].reset_index(drop=True)
     sub.attrs = df.attrs
@@ -49,8 +50,7 @@ def evaluate(cfg: DictConfig, df, run_dir: Path) -> dict:
         raise FileNotFoundError(f"{len(missing)} generated images missing in {samples} (e.g. {missing[0]}.png); "
                                 f"run `python -m bjexp.sample run={run_dir}` first")
     gen = suite.load_images([samples / f"{p}.png" for p in sub["pair_id"]], size)
-    prior = suite.load_images(mf.resolve(sub, "prior_path"), size)
-    cur = suite.load_images(mf.resolve(sub, "current_path"), size)
+    prior, cur = (data.tables.images[data.index[k][rows]].numpy() for k in ("prior", "current"))
     predictor = build_predictor(cfg)
     results = suite.score_all(cfg.eval, predictor, sub, generated=gen, current=cur, prior=prior, seed=cfg.seed)
     results["n_bootstrap"] = cfg.eval.n_bootstrap
@@ -67,7 +67,7 @@ def run(cfg: DictConfig) -> dict:
     cfg = run_config(cfg)  # run=<dir>: that run's own config
     run_dir = Path(cfg.run or cfg.paths.run_dir)
     data = load_data(cfg)
-    return evaluate(cfg, data.df, run_dir)
+    return evaluate(cfg, data, run_dir)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -65,7 +65,7 @@ def run(cfg: DictConfig) -> dict:
     with clock("sample"):
         sample.generate(cfg, data, module, run_dir)
     with clock("evaluate"):  # includes one-off training of the miniature world's classifier
-        results = evaluate.evaluate(cfg, data.df, run_dir)
+        results = evaluate.evaluate(cfg, data, run_dir)
     results["timings_s"] = clock.laps
     write_json(run_dir / "results.json", results)
     log_results(loggers, results, run_dir / "grid.png")
