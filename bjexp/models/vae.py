@@ -21,7 +21,8 @@ def tiny_vae(vcfg: DictConfig) -> AutoencoderKL:
     return AutoencoderKL(in_channels=1, out_channels=1, latent_channels=vcfg.latent_channels,
                          block_out_channels=list(vcfg.block_out_channels), layers_per_block=1,
                          down_block_types=["DownEncoderBlock2D"] * n, up_block_types=["UpDecoderBlock2D"] * n,
-                         norm_num_groups=vcfg.norm_num_groups, sample_size=64)
+                         norm_num_groups=vcfg.norm_num_groups, sample_size=64,
+                         mid_block_add_attention=vcfg.mid_block_attention)
 
 
 def train_tiny_vae(vcfg: DictConfig, images: np.ndarray, cache_dir: Path, seed: int = 0) -> Path:

@@ -18,6 +18,8 @@ class TinyVAEConfig:
     batch_size: int = 32
     lr: float = 2e-3
     kl_weight: float = 1e-6
+    # Self-attention in the VAE's mid block (SD's has it). At 64 px it is the VAE's costliest layer per parameter.
+    mid_block_attention: bool = True
 
 
 @dataclass
@@ -52,6 +54,8 @@ class ModelConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     prediction_type: str = "epsilon"
     num_train_timesteps: int = 1000
+    # Min-SNR-γ loss weighting (Hang et al. 2023; diffusers' --snr_gamma); None = the plain MSE of the paper.
+    min_snr_gamma: Optional[float] = None
     gradient_checkpointing: bool = False
     # Cache VAE latents and frozen text states once per (data, model, encoder): the training step never runs them.
     cache_latents: bool = True
