@@ -74,7 +74,7 @@ def build_module(cfg: DictConfig, data: Data) -> JourneyDiffusion:
         unet.enable_gradient_checkpointing()
     return JourneyDiffusion(unet, vae, encoder, scheme, null, optim=cfg.model.optim, cfg_dropout=cfg.method.cfg_dropout,
                             num_train_timesteps=cfg.model.num_train_timesteps, prediction_type=cfg.model.prediction_type,
-                            texts=data.tables.texts, seed=cfg.seed)
+                            texts=data.tables.texts, seed=cfg.seed, min_snr_gamma=cfg.model.min_snr_gamma)
 
 
 def weights_fingerprint(folder) -> list:

@@ -24,9 +24,10 @@ def noise_scheduler(num_train_timesteps: int = 1000, prediction_type: str = "eps
 class JourneyDiffusion(L.LightningModule):
     def __init__(self, unet, vae, encoder: TextEncoder, scheme, null_text: EncodedText, *, optim, cfg_dropout,
                  num_train_timesteps: int = 1000, prediction_type: str = "epsilon", texts: list[str] | None = None,
-                 seed: int = 0):
+                 seed: int = 0, min_snr_gamma: float | None = None):
         super().__init__()
         self.seed = seed
+        self.min_snr_gamma = min_snr_gamma
         self.unet, self.vae, self.encoder, self.scheme = unet, vae, encoder, scheme
         self.vae.requires_grad_(False)
         self.register_buffer("null_states", null_text.states.detach().clone(), persistent=False)
@@ -85,7 +86,18 @@ class JourneyDiffusion(L.LightningModule):
         target = noise if self.scheduler.config.prediction_type == "epsilon" else self.scheduler.get_velocity(z0, noise, t)
         pred = self.unet(self.scheme.unet_input(x_t, prior), t, encoder_hidden_states=text.states,
                          encoder_attention_mask=text.mask).sample
-        return F.mse_loss(pred.float(), target.float())
+        if self.min_snr_gamma is None:
+            return F.mse_loss(pred.float(), target.float())
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        return (per_sample * self._min_snr_weight(t)).mean()
+
+    def _min_snr_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-γ loss weights (Hang et al. 2023): min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR+1) for v."""
+        from diffusers.training_utils import compute_snr
+
+        snr = compute_snr(self.scheduler, t)
+        clipped = torch.clamp(snr, max=self.min_snr_gamma)
+        return clipped / (snr + 1 if self.scheduler.config.prediction_type == "v_prediction" else snr)
 
     # -- Lightning hooks --------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
