@@ -1,46 +1,30 @@
-"""`python -m bjexp.sample run=<run dir>`: generate the test split's follow-ups with the EMA weights.
+"""`python -m bjexp.sample run=<run dir>`: generate the test split's follow-ups with the run's method.
 
 Writes `<run_dir>/samples/<pair_id>.png`; existing PNGs are kept (a requeued job continues where it stopped).
-Baselines sample through the same function: `identity` copies the prior.
+Every method samples through `generate`, which calls the method's generator (a JourneyPipeline, or the identity
+copy) with deterministic per-pair noise, so every method sees the same noise for a pair.
 """
 from __future__ import annotations
 
-import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import hydra
 import numpy as np
 import pandas as pd
 import torch
-from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from omegaconf import DictConfig
 
 from bjexp import schema
-from bjexp.imaging import model_to_uint8, write_png
+from bjexp.imaging import write_png
 from bjexp.models.encoders import EncodedText
-from bjexp.models.guidance import pair_generator, sample
+from bjexp.models.guidance import pair_generator
 from bjexp.progress import progress
 
 schema.register()
 
-
-def make_scheduler(scfg: DictConfig, train_scheduler):
-    import diffusers
-
-    cls = getattr(diffusers, scfg.scheduler)
-    return cls.from_config(train_scheduler.config, **dict(scfg.scheduler_kwargs))
-
-
-@contextlib.contextmanager
-def ema_weights(module):
-    """Swap the EMA weights into the UNet for the duration (restored afterwards)."""
-    params = list(module.unet.parameters())
-    module.ema.store(params)
-    module.ema.copy_to(params)
-    try:
-        yield
-    finally:
-        module.ema.restore(params)
+# Which text-table index each prompt column reads (bjexp.data.datamodule.load_tables).
+PROMPT_INDEX = {"text": "text", "current_report": "report"}
 
 
 def test_rows(df: pd.DataFrame, max_pairs: int | None) -> np.ndarray:
@@ -52,66 +36,67 @@ def sample_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "samples"
 
 
+def conditions(data, rows, prompt: str = "text", cached: bool = True) -> dict:
+    """The generator's inputs for manifest rows: prior images and texts, plus the feature cache's prior latents and
+    text states when `data.tables` holds them (they belong to the module built for this run)."""
+    t, pi, ti = data.tables, data.index["prior"][rows], data.index[PROMPT_INDEX[prompt]][rows]
+    out = {"images": t.images[pi], "texts": [t.texts[i] for i in ti]}
+    if cached and t.moments is not None:
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        out["prior_latents"] = DiagonalGaussianDistribution(t.moments[pi]).mode()
+        out["text_states"] = EncodedText(t.states[ti], t.mask[ti])
+    return out
+
+
 @torch.no_grad()
-def generate(cfg: DictConfig, data, module, run_dir: Path) -> Path:
-    """Fill the samples folder for the test rows; returns it."""
+def generate(cfg: DictConfig, data, generator, run_dir: Path, prompt: str = "text", cached: bool = True) -> Path:
+    """Fill the samples folder for the test rows that have no PNG yet; returns it. PNGs are written by a thread
+    while the next batch samples."""
     out = sample_dir(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for r in test_rows(data.df, cfg.eval.max_pairs)
             if not (out / f"{data.df['pair_id'].iat[r]}.png").is_file()]
-    if cfg.method.kind == "identity":
-        for r in rows:
-            write_png(out / f"{data.df['pair_id'].iat[r]}.png", data.tables.images[data.index["prior"][r]].numpy())
-        return out
     s = cfg.sampler
-    module.eval()
-    device = module.device
-    scheduler = make_scheduler(s, module.scheduler)
-    vae = module.vae
-    t = data.tables
-    with ema_weights(module), progress() as bar:
+    device = getattr(generator, "device", "cpu")
+    with progress() as bar, ThreadPoolExecutor(max_workers=1) as writer:
         task = bar.add_task(f"sample {len(rows)} test pairs ({s.name}, {s.steps} steps)", total=len(rows))
+        pending = None
         for i in range(0, len(rows), s.batch_size):
             chunk = rows[i:i + s.batch_size]
             pids = [data.df["pair_id"].iat[r] for r in chunk]
-            pi, ti = data.index["prior"][chunk], data.index["text"][chunk]
-            if t.moments is not None:  # the feature cache (model.cache_latents with a frozen encoder)
-                prior = DiagonalGaussianDistribution(t.moments[pi].to(device)).mode()
-                text = EncodedText(t.states[ti].to(device), t.mask[ti].to(device))
-            else:
-                prior, text = module.encode_conditions(t.images[pi], [t.texts[i] for i in ti])
-            gens = [pair_generator(p, cfg.seed, device) for p in pids]
-            lat = sample(module.unet, scheduler, module.scheme, prior, text, module.null, steps=s.steps,
-                         image_guidance=s.image_guidance, text_guidance=s.text_guidance, generators=gens,
-                         latent_channels=vae.config.latent_channels, init=prior * module.scaling,
-                         strength=module.scheme.strength or 1.0)
-            imgs = vae.decode(lat / module.scaling).sample
-            if imgs.shape[1] == 3:
-                imgs = imgs.mean(1, keepdim=True)
-            for pid, img in zip(pids, model_to_uint8(imgs[:, 0]).cpu().numpy()):
-                write_png(out / f"{pid}.png", img)
+            imgs = generator(**conditions(data, chunk, prompt, cached), steps=s.steps,
+                             image_guidance=s.image_guidance, text_guidance=s.text_guidance,
+                             generators=[pair_generator(p, cfg.seed, device) for p in pids])
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(_write_all, out, pids, imgs.cpu().numpy())
             bar.advance(task, len(chunk))
+        if pending is not None:
+            pending.result()
     return out
 
 
+def _write_all(out: Path, pids: list[str], imgs: np.ndarray) -> None:
+    for pid, img in zip(pids, imgs):
+        write_png(out / f"{pid}.png", img)
+
+
 def run(cfg: DictConfig) -> Path:
-    """Standalone: rebuild the model of a finished run from its config and last checkpoint, then sample."""
-    from bjexp.workflow import build_module, checkpoint_dir, load_data
+    """Standalone: rebuild a finished run's method (and its trained module from the last checkpoint), then sample."""
+    from bjexp.methods import build_method
     from bjexp.tracking.runinfo import run_config
+    from bjexp.workflow import checkpoint_dir, load_data
 
     cfg = run_config(cfg)  # run=<dir>: that run's own config
     run_dir = Path(cfg.run or cfg.paths.run_dir)
-    data = load_data(cfg)
-    if cfg.method.kind == "identity":
-        return generate(cfg, data, None, run_dir)
-    module = build_module(cfg, data)
-    ckpt = checkpoint_dir(run_dir) / "last.ckpt"
-    if not ckpt.is_file():
+    method = build_method(cfg)
+    method.check(cfg)
+    if method.trains and not (ckpt := checkpoint_dir(run_dir) / "last.ckpt").is_file():
         raise FileNotFoundError(f"no checkpoint at {ckpt}: train first (`python -m bjexp.train`)")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    module.load_state_dict(state["state_dict"])
-    module.on_load_checkpoint(state)
-    return generate(cfg, data, module, run_dir)
+    data = load_data(cfg)
+    module = method.restore(cfg, data, run_dir)
+    return generate(cfg, data, method.generator(cfg, data, module), run_dir, getattr(method, "prompt", "text"))
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

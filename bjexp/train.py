@@ -37,13 +37,16 @@ def run(cfg: DictConfig) -> dict:
 
     from bjexp import evaluate, sample
     from bjexp.data import manifest as mf
-    from bjexp.tracking import runinfo
-    from bjexp.slurm import is_rank_zero
-    from bjexp.tracking.wandb_log import log_results, make_loggers
     from bjexp.io import write_json
-    from bjexp.workflow import build_module, fit, load_data
+    from bjexp.methods import build_method
+    from bjexp.slurm import is_rank_zero
+    from bjexp.tracking import runinfo
+    from bjexp.tracking.wandb_log import log_results, make_loggers
+    from bjexp.workflow import fit, load_data
 
     run_dir = Path(cfg.paths.run_dir)
+    method = build_method(cfg)  # an unknown method class or a missing weight fails here, before any data work
+    method.check(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     clock = Stopwatch()
     with clock("data"):
@@ -51,19 +54,17 @@ def run(cfg: DictConfig) -> dict:
     info = runinfo.record(cfg, run_dir, manifest=str(data.manifest_path), manifest_hash=mf.file_hash(data.manifest_path))
     loggers = make_loggers(cfg, run_dir, info)
     module = None
-    if cfg.method.kind == "diffusion":
+    if method.trains:
         with clock("build_models"):  # includes one-off pretraining of tiny VAE/encoder and the feature cache
-            module = build_module(cfg, data)
+            module = method.build(cfg, data)
         with clock("fit"):
             trainer = fit(cfg, module, data, run_dir, loggers)
         if not trainer.is_global_zero:
             return {}
-    elif cfg.method.kind != "identity":
-        raise ValueError(f"method.kind={cfg.method.kind!r}: expected 'diffusion' or 'identity'")
     if not is_rank_zero():
         return {}
     with clock("sample"):
-        sample.generate(cfg, data, module, run_dir)
+        sample.generate(cfg, data, method.generator(cfg, data, module), run_dir, getattr(method, "prompt", "text"))
     with clock("evaluate"):  # includes one-off training of the miniature world's classifier
         results = evaluate.evaluate(cfg, data, run_dir)
     results["timings_s"] = clock.laps

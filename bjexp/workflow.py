@@ -14,7 +14,7 @@ from bjexp import prepare
 from bjexp.data import manifest as mf
 from bjexp.data.datamodule import JourneyDataModule, Tables, encode_tables, load_tables
 from bjexp.io import config_hash
-from bjexp.models.build import build_encoder, build_scheme, build_unet, build_vae, check_weights
+from bjexp.models.build import build_encoder, build_scheme, build_unet, build_vae
 from bjexp.models.diffusion import JourneyDiffusion
 from bjexp.registration import register_manifest
 
@@ -23,13 +23,12 @@ from bjexp.registration import register_manifest
 class Data:
     manifest_path: Path  # what the model trains on (after registration and the same-pairs rule)
     df: pd.DataFrame
-    tables: Tables
+    tables: Tables  # its feature cache (moments/states) is filled only by the module built for this run
     index: dict[str, np.ndarray]
     prepared_path: Path | None = None  # the manifest before registration
 
 
 def load_data(cfg: DictConfig) -> Data:
-    check_weights(cfg)  # a missing weight folder fails now, not after data preparation
     prepared = prepare.run(cfg)
     path = register_manifest(prepared, cfg)
     df = mf.read(path)
@@ -88,6 +87,14 @@ def weights_fingerprint(folder) -> list:
 
 def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
+
+
+def load_trained(module: JourneyDiffusion, ckpt: Path) -> JourneyDiffusion:
+    """A built module with a checkpoint's trained weights and EMA (weights_only: checkpoints are data, not code)."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    module.load_state_dict(state["state_dict"])
+    module.on_load_checkpoint(state)
+    return module
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path, loggers) -> L.Trainer:

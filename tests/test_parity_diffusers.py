@@ -12,9 +12,8 @@ from conftest import compose
 
 from bjexp.models import guidance
 from bjexp.models.build import build_encoder, build_scheme, build_unet, build_vae
-from bjexp.models.diffusion import noise_scheduler
-from bjexp.models.fake_assets import write_tiny_sd
-from bjexp.sample import make_scheduler
+from bjexp.models.fake_assets import write_tiny_ip2p, write_tiny_sd
+from bjexp.models.pipeline import JourneyPipeline, make_scheduler, scheduler_folder_config
 
 PROMPTS = ["new moderate left pleural effusion", "resolved right pneumothorax; stable cardiomegaly"]
 
@@ -53,39 +52,75 @@ def test_widened_unet_with_zero_extra_channels_equals_the_4_channel_unet(sd):
     torch.testing.assert_close(e8, e4, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("sampler", ["euler_ancestral", "ddim", "dpmpp"])
-def test_sampler_reproduces_instructpix2pix_pipeline(sd, sampler):
-    cfg = compose(["model=sd15", "encoder=clip", f"sampler={sampler}", f"paths.assets_dir={sd['folder'].parent}"])
-    vae, enc, unet, scheme = sd["vae"], sd["enc"], sd["unet"], sd["scheme"]
-    with torch.no_grad():  # a trained-looking conv_in: the prior channels must matter for the test to mean much
+@pytest.fixture(scope="module")
+def ip2p(tmp_path_factory):
+    """A tiny InstructPix2Pix folder with a trained-looking conv_in: the prior channels must matter."""
+    folder = write_tiny_ip2p(tmp_path_factory.mktemp("ip2p") / "instruct-pix2pix", seed=0)
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
+    with torch.no_grad():
         unet.conv_in.weight[:, 4:].copy_(0.3 * torch.randn_like(unet.conv_in.weight[:, 4:]))
-    g = torch.Generator().manual_seed(2)
-    image = torch.rand(1, 3, 32, 32, generator=g)  # [0, 1], what the pipeline takes
+    unet.save_pretrained(folder / "unet")
+    return folder
+
+
+def _grey(seed: int, size: int = 32) -> torch.Tensor:
+    return torch.randint(0, 256, (1, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def _swap(pipe, sampler_cfg):
+    """How a diffusers user changes sampler: the new class from the pipeline's own scheduler config."""
+    import diffusers
+
+    pipe.scheduler = getattr(diffusers, sampler_cfg.scheduler).from_config(pipe.scheduler.config,
+                                                                            **dict(sampler_cfg.scheduler_kwargs))
+    return pipe
+
+
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "ddim", "dpmpp"])
+def test_pipeline_from_folder_reproduces_instructpix2pix_pipeline(ip2p, sampler):
+    """Both sides load the same folder the way their users do (JourneyPipeline.from_pretrained vs diffusers'
+    from_pretrained), so the folder's scheduler config ("leading", steps_offset 1) is honoured by both."""
+    cfg = compose([f"sampler={sampler}"])
+    ours = JourneyPipeline.from_pretrained(ip2p, cfg.sampler)
+    assert ours.scheduler.config.timestep_spacing == "leading" and ours.scheme.name == "concat"
+    ref = StableDiffusionInstructPix2PixPipeline.from_pretrained(ip2p, safety_checker=None, requires_safety_checker=False)
+    if sampler != "euler_ancestral":
+        _swap(ref, cfg.sampler)
+    ref.set_progress_bar_config(disable=True)
+    prior = _grey(2)
     steps, s_i, s_t = 8, 1.5, 7.5
-    with torch.no_grad():
-        prior = vae.encode(image * 2 - 1).latent_dist.mode()
-        text, null = enc.encode(PROMPTS[:1]), enc.encode([""])
-        lat = guidance.sample(unet, make_scheduler(cfg.sampler, noise_scheduler()), scheme, prior, text, null,
-                              steps=steps, image_guidance=s_i, text_guidance=s_t,
-                              generators=[torch.Generator().manual_seed(3)], latent_channels=4)
-        ours = (vae.decode(lat / vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
-    pipe = StableDiffusionInstructPix2PixPipeline(vae=vae, text_encoder=enc.text, tokenizer=enc.tokenizer, unet=unet,
-                                                  scheduler=make_scheduler(cfg.sampler, noise_scheduler()),
-                                                  safety_checker=None, feature_extractor=None,
-                                                  requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    ref = pipe(PROMPTS[0], image=image, num_inference_steps=steps, guidance_scale=s_t, image_guidance_scale=s_i,
-               generator=torch.Generator().manual_seed(3), output_type="pt").images
-    assert ours.shape == ref.shape == (1, 3, 32, 32)
-    diff = (ours - ref).abs().max().item()
-    print(f"instructpix2pix parity, {sampler}: max abs diff {diff:.2e}")
-    assert diff <= 1e-4
-    # ... and the comparison can fail: another seed gives another image.
-    with torch.no_grad():
-        other = guidance.sample(unet, make_scheduler(cfg.sampler, noise_scheduler()), scheme, prior, text, null,
-                                steps=steps, image_guidance=s_i, text_guidance=s_t,
-                                generators=[torch.Generator().manual_seed(4)], latent_channels=4)
+    img, lat = ours(prior, PROMPTS[:1], generators=[torch.Generator().manual_seed(3)], steps=steps,
+                    image_guidance=s_i, text_guidance=s_t, return_latents=True)
+    ref_lat = ref(PROMPTS[0], image=prior[:, None].float().div(255).expand(-1, 3, -1, -1), num_inference_steps=steps,
+                  guidance_scale=s_t, image_guidance_scale=s_i, generator=torch.Generator().manual_seed(3),
+                  output_type="latent").images
+    diff = (lat - ref_lat).abs().max().item()
+    print(f"instructpix2pix parity, {sampler}: max abs latent diff {diff:.2e}")
+    assert lat.shape == ref_lat.shape and diff <= 1e-4
+    assert img.dtype == torch.uint8 and img.shape == (1, 32, 32)
+    # ... and the comparison can fail: another seed gives other latents.
+    _, other = ours(prior, PROMPTS[:1], generators=[torch.Generator().manual_seed(4)], steps=steps,
+                    image_guidance=s_i, text_guidance=s_t, return_latents=True)
     assert (other - lat).abs().max() > 1e-2
+
+
+def test_pipeline_from_sd_folder_reproduces_text_to_image_pipeline(sd):
+    """method=sd: a 4-channel folder is text-to-image; the pipeline's 2-branch CFG equals StableDiffusionPipeline."""
+    from diffusers import StableDiffusionPipeline
+
+    cfg = compose(["sampler=euler_ancestral"])
+    ours = JourneyPipeline.from_pretrained(sd["folder"], cfg.sampler)
+    assert ours.scheme.name == "text_only" and ours.scheduler.config.steps_offset == 1
+    ref = _swap(StableDiffusionPipeline.from_pretrained(sd["folder"], safety_checker=None,
+                                                        requires_safety_checker=False), cfg.sampler)
+    ref.set_progress_bar_config(disable=True)
+    _, lat = ours(_grey(5), PROMPTS[1:], generators=[torch.Generator().manual_seed(6)], steps=6,
+                  image_guidance=1.5, text_guidance=7.5, return_latents=True)
+    ref_lat = ref(PROMPTS[1], height=32, width=32, num_inference_steps=6, guidance_scale=7.5,
+                  generator=torch.Generator().manual_seed(6), output_type="latent").images
+    diff = (lat - ref_lat).abs().max().item()
+    print(f"text-to-image parity: max abs latent diff {diff:.2e}")
+    assert diff <= 1e-4
 
 
 def test_sdedit_start_matches_img2img_pipeline(sd):
@@ -103,20 +138,20 @@ def test_sdedit_start_matches_img2img_pipeline(sd):
     g = torch.Generator().manual_seed(5)
     image = torch.rand(1, 3, 32, 32, generator=g)
     steps = 10
+    base = scheduler_folder_config(sd["folder"])
+    pipe = JourneyPipeline(unet, vae, make_scheduler(cfg.sampler, base), scheme, enc.encode([""]), enc)
     with torch.no_grad():
-        init = vae.encode(image * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
-        text, null = enc.encode(PROMPTS[1:]), enc.encode([""])
-        lat = guidance.sample(unet, make_scheduler(cfg.sampler, noise_scheduler()), scheme, init, text, null,
-                              steps=steps, image_guidance=1.5, text_guidance=7.5, latent_channels=4,
-                              generators=[torch.Generator().manual_seed(6)], init=init, strength=scheme.strength)
-        ours = (vae.decode(lat / vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
-    pipe = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=enc.text, tokenizer=enc.tokenizer, unet=unet,
-                                          scheduler=make_scheduler(cfg.sampler, noise_scheduler()),
-                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    ref = pipe(PROMPTS[1], image=init, strength=0.5, num_inference_steps=steps, guidance_scale=7.5,
-               generator=torch.Generator().manual_seed(6), output_type="pt").images  # 4-channel image = latents
-    diff = (ours - ref).abs().max().item()
+        init = vae.encode(image * 2 - 1).latent_dist.mode()
+        _, lat = pipe(prior_latents=init, texts=PROMPTS[1:], steps=steps, image_guidance=1.5, text_guidance=7.5,
+                      generators=[torch.Generator().manual_seed(6)], return_latents=True)
+    ref = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=enc.text, tokenizer=enc.tokenizer, unet=unet,
+                                         scheduler=make_scheduler(cfg.sampler, base),
+                                         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    ref.set_progress_bar_config(disable=True)
+    ref_lat = ref(PROMPTS[1], image=init * vae.config.scaling_factor, strength=0.5, num_inference_steps=steps,
+                  guidance_scale=7.5, generator=torch.Generator().manual_seed(6),
+                  output_type="latent").images  # a 4-channel image is taken as latents
+    diff = (lat - ref_lat).abs().max().item()
     print(f"img2img (sdedit) parity: max abs diff {diff:.2e}")
     assert diff <= 1e-4
 

@@ -138,6 +138,16 @@ def require(name: str, assets_dir: str | Path) -> Path:
     return a.path(assets_dir)
 
 
+def require_folder(name: str, folder: str | Path) -> Path:
+    """A user-given folder checked against asset `name`'s required files (MissingWeightsError if incomplete)."""
+    a = get(name)
+    root = Path(folder)
+    missing = [r for r in a.required if not any((root / alt).is_file() for alt in r.split("|"))]
+    if missing:
+        raise MissingWeightsError(str(root), f"{a.description}; missing: {', '.join(missing)}", fetch=a.fetch_command)
+    return root
+
+
 def sha256(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -26,8 +26,6 @@ def _pretrained(cfg: DictConfig, sub: str) -> Path | None:
 
 def check_weights(cfg: DictConfig) -> None:
     """Fail in milliseconds, before any data preparation, when a configured weight folder is missing."""
-    if cfg.method.kind != "diffusion":
-        return
     _pretrained(cfg, "vae")
     _pretrained(cfg, "unet")
     enc = cfg.encoder

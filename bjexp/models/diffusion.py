@@ -64,13 +64,6 @@ class JourneyDiffusion(L.LightningModule):
         z0 = cur.mean + cur.std * torch.randn(cur.mean.shape, generator=g, device=cur.mean.device, dtype=cur.mean.dtype)
         return z0 * self.scaling, prior, text
 
-    @torch.no_grad()
-    def encode_conditions(self, prior_images_uint8: torch.Tensor, texts: list[str]) -> tuple[torch.Tensor, EncodedText]:
-        """Prior latent (posterior mode, unscaled) and text states from raw inputs, when no feature cache holds them."""
-        prior = self.vae.encode(self._vae_in(prior_images_uint8)).latent_dist.mode()
-        text = self.encoder.encode(texts)
-        return prior, EncodedText(text.states.to(self.device), text.mask.to(self.device))
-
     def _vae_in(self, images_uint8: torch.Tensor) -> torch.Tensor:
         return uint8_to_vae(images_uint8, self.vae.config.in_channels).to(self.device, self.vae.dtype)
 

@@ -60,6 +60,26 @@ def write_tiny_sd(folder: str | Path, seed: int = 0, width: int = 32, sample_siz
     return folder
 
 
+def write_tiny_ip2p(folder: str | Path, seed: int = 0, width: int = 32, sample_size: int = 16) -> Path:
+    """An InstructPix2Pix-format folder (timbrooks/instruct-pix2pix layout): SD's components with an 8-channel
+    UNet (noisy latent + image latent) and an Euler-ancestral scheduler config ("leading" spacing, steps_offset 1)."""
+    from diffusers import EulerAncestralDiscreteScheduler, UNet2DConditionModel
+
+    folder = write_tiny_sd(folder, seed, width, sample_size)
+    torch.manual_seed(seed + 1)
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
+    cfg = dict(unet.config)
+    cfg["in_channels"] = 8
+    UNet2DConditionModel.from_config(cfg).save_pretrained(folder / "unet")
+    EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                                    timestep_spacing="leading").save_pretrained(folder / "scheduler")
+    index = json.loads((folder / "model_index.json").read_text())
+    index.update(_class_name="StableDiffusionInstructPix2PixPipeline",
+                 scheduler=["diffusers", "EulerAncestralDiscreteScheduler"])
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
 def write_tiny_biomedclip(folder: str | Path, seed: int = 0, width: int = 48, context_length: int = 256) -> Path:
     """An open_clip local-dir folder shaped like BiomedCLIP's: the text_cfg names the hub BERT (resolved to the
     folder by the loader, never the hub), CLS-last-hidden-state pooler + MLP projection, 256-token context,

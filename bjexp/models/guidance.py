@@ -39,14 +39,19 @@ def pair_generator(pair_id: str, seed: int, device="cpu") -> torch.Generator:
 
 def guided_eps(unet, scheme, x: torch.Tensor, t, prior: torch.Tensor, text: EncodedText, null: EncodedText,
                image_guidance: float, text_guidance: float) -> torch.Tensor:
-    """One batched UNet call on (img, txt), (img, ∅), (∅, ∅); `x` already scaled by the scheduler."""
+    """One batched UNet call on (img, txt), (img, ∅), (∅, ∅); `x` already scaled by the scheduler. A scheme that
+    ignores the prior has ε(img, ∅) = ε(∅, ∅), so that branch is not computed (plain text CFG, same result)."""
     n = x.shape[0]
+    branches = 3 if scheme.uses_prior else 2
     inp = torch.cat([scheme.unet_input(x, prior), scheme.unet_input(x, prior),
-                     scheme.unet_input(x, torch.zeros_like(prior))])
+                     scheme.unet_input(x, torch.zeros_like(prior))][3 - branches:])
     nul_s, nul_m = null.states.expand(n, -1, -1), null.mask.expand(n, -1)
-    states = torch.cat([text.states, nul_s, nul_s])
-    mask = torch.cat([text.mask, nul_m, nul_m])
+    states = torch.cat([text.states, nul_s, nul_s][:branches])
+    mask = torch.cat([text.mask, nul_m, nul_m][:branches])
     eps = unet(inp, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+    if branches == 2:
+        e_full, e_unc = eps.chunk(2)
+        return e_unc + text_guidance * (e_full - e_unc)
     e_full, e_img, e_unc = eps.chunk(3)
     return e_unc + image_guidance * (e_img - e_unc) + text_guidance * (e_full - e_img)
 

@@ -103,7 +103,8 @@ class CFGDropoutConfig:
 @dataclass
 class MethodConfig:
     name: str = MISSING
-    kind: str = "diffusion"  # diffusion (trained here) | identity (output = prior image)
+    _target_: str = MISSING  # a bjexp.methods class (protocol: bjexp.methods.base.Method)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # its constructor arguments
     cfg_dropout: CFGDropoutConfig = field(default_factory=CFGDropoutConfig)
 
 
