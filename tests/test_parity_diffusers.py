@@ -185,3 +185,19 @@ def test_training_dropout_and_null_conditioning_are_the_samplers(sd):
     torch.testing.assert_close(t_drop.states[0], uncond_states[0], rtol=0, atol=0)
     torch.testing.assert_close(t_drop.states[1], text.states[1], rtol=0, atol=0)  # kept sample untouched
     torch.testing.assert_close(p_drop[1], prior[1], rtol=0, atol=0)
+
+
+def test_bfloat16_sampling_unet_stays_close_to_float32(ip2p):
+    """`sampler.dtype=bfloat16` casts only the UNet: latents and the scheduler stay float32, the result is near."""
+    cfg32 = compose([])
+    cfg16 = compose(["sampler.dtype=bfloat16"])
+    outs = []
+    for cfg in (cfg32, cfg16):
+        pipe = JourneyPipeline.from_pretrained(ip2p, cfg.sampler)
+        _, lat = pipe(_grey(2), PROMPTS[:1], generators=[torch.Generator().manual_seed(3)], steps=6,
+                      image_guidance=1.5, text_guidance=7.5, return_latents=True)
+        outs.append((pipe.unet.dtype, lat))
+    (d32, l32), (d16, l16) = outs
+    assert d32 == torch.float32 and d16 == torch.bfloat16 and l16.dtype == torch.float32
+    rel = ((l16 - l32).norm() / l32.norm()).item()
+    assert 0 < rel < 0.05, rel  # bf16 differs (the cast happened) but only by its rounding

@@ -48,7 +48,8 @@ def guided_eps(unet, scheme, x: torch.Tensor, t, prior: torch.Tensor, text: Enco
     nul_s, nul_m = null.states.expand(n, -1, -1), null.mask.expand(n, -1)
     states = torch.cat([text.states, nul_s, nul_s][:branches])
     mask = torch.cat([text.mask, nul_m, nul_m][:branches])
-    eps = unet(inp, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+    dt = getattr(unet, "dtype", torch.float32)  # a bf16/fp16 sampling UNet: its inputs cast, its output back to float32
+    eps = unet(inp.to(dt), t, encoder_hidden_states=states.to(dt), encoder_attention_mask=mask).sample.float()
     if branches == 2:
         e_full, e_unc = eps.chunk(2)
         return e_unc + text_guidance * (e_full - e_unc)

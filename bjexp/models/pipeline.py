@@ -73,8 +73,9 @@ class JourneyPipeline:
         """A trained JourneyDiffusion's pipeline, on a copy of its UNet holding the EMA weights."""
         unet = copy.deepcopy(module.unet).eval()
         module.ema.copy_to(unet.parameters())
-        return cls(unet, module.vae, make_scheduler(sampler_cfg, base_config or module.scheduler.config),
-                   module.scheme, module.null, module.encoder)
+        return cls(_for_sampling(unet, sampler_cfg), module.vae,
+                   make_scheduler(sampler_cfg, base_config or module.scheduler.config), module.scheme, module.null,
+                   module.encoder)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, sampler_cfg, *, device="cpu") -> "JourneyPipeline":
@@ -88,7 +89,7 @@ class JourneyPipeline:
 
         folder = Path(folder)
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae").eval().to(device)
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet").eval().to(device)
+        unet = _for_sampling(UNet2DConditionModel.from_pretrained(folder, subfolder="unet").eval().to(device), sampler_cfg)
         encoder = HFClipTextEncoder(folder).to(device)
         scheme = Concat() if unet.config.in_channels == 2 * vae.config.latent_channels else TextOnly()
         with torch.no_grad():
@@ -137,7 +138,7 @@ class JourneyPipeline:
             if texts is None:
                 raise ValueError("pass texts or text_states")
             text_states = self.encode_texts(texts)
-        prior = prior_latents.to(self.device, self.unet.dtype)
+        prior = prior_latents.to(self.device, torch.float32)
         if len(generators) != prior.shape[0]:
             raise ValueError(f"{len(generators)} generators for {prior.shape[0]} priors: one per pair")
         null, text = _common_length(EncodedText(self.null.states.to(self.device), self.null.mask.to(self.device)),
@@ -149,6 +150,12 @@ class JourneyPipeline:
                             strength=strength)
         out = self.decode(lat)
         return (out, lat) if return_latents else out
+
+
+def _for_sampling(unet, sampler_cfg):
+    """The sampler's dtype and compilation for the UNet (`sampler.dtype`, `sampler.compile`)."""
+    unet = unet.to(getattr(torch, sampler_cfg.get("dtype", "float32")))
+    return torch.compile(unet) if sampler_cfg.get("compile", False) else unet
 
 
 def _common_length(a: EncodedText, b: EncodedText) -> tuple[EncodedText, EncodedText]:

@@ -131,6 +131,10 @@ class SamplerConfig:
     text_guidance: float = 7.5
     batch_size: int = 64
     scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
+    # The sampling UNet's dtype (float32 | bfloat16 | float16; latents and scheduler arithmetic stay float32) and
+    # whether to torch.compile it: GPU levers (benchmarks/gpu.sh), off on the CPU default.
+    dtype: str = "float32"
+    compile: bool = False
 
 
 @dataclass
