@@ -1,7 +1,7 @@
 """The 2-run sweep `python -m bjexp.train -m encoder=biomedclip,clip` on a CPU that another job also uses, with the
 code of a base revision (before bjexp set its own CPU threads) vs the working tree (after), in alternating turns.
 
-    python benchmarks/threads.py --before <rev> [--repeats 2] [--full] [extra hydra overrides...]
+    python benchmarks/threads.py --before <rev> [--after HEAD] [--repeats 2] [--full] [extra hydra overrides...]
 
 Both sides share one warm cache (data, tiny VAE/encoders, feature cache, classifier: built by an untimed warm-up
 sweep), so the timed sweeps are training + sampling + evaluation. While each timed sweep runs, one competing CPU job
@@ -29,8 +29,8 @@ from common import median, write  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 # A reduced world (documented in the results): same structure (2 runs, one competing job), minutes not hours.
 REDUCED = ["data.n_patients=200", "data.classifier_images=1000", "model.vae.train_steps=100",
-           "encoder.tiny.pretrain_steps=50", "eval.classifier.steps=200", "trainer.max_steps=200",
-           "trainer.val_check_interval=100", "trainer.checkpoint_every_n_steps=100", "eval.n_bootstrap=200"]
+           "encoder.tiny.pretrain_steps=50", "eval.classifier.steps=200", "trainer.max_steps=60",
+           "trainer.val_check_interval=30", "trainer.checkpoint_every_n_steps=30", "eval.n_bootstrap=200"]
 COMMON = ["logger=csv", "trainer.enable_progress_bar=false"]
 SWEEP = ["-m", "encoder=biomedclip,clip"]
 COMPETITOR = ("import torch\n"
@@ -90,6 +90,8 @@ def sweep(tree: Path, cache: Path, out: Path, overrides: list[str], competitor: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", required=True, help="git revision without product-set threads (e.g. main)")
+    ap.add_argument("--after", default="HEAD", help="git revision with them (both are checked out: later edits of "
+                                                    "the working tree do not leak into a running benchmark)")
     ap.add_argument("--repeats", type=int, default=2, help="before/after turns (alternating)")
     ap.add_argument("--full", action="store_true", help="the default world and 1,000 steps (not reduced)")
     ap.add_argument("--no-competitor", action="store_true")
@@ -99,10 +101,10 @@ def main() -> None:
         overrides.append("trainer.max_steps=1000")
     with tempfile.TemporaryDirectory(prefix="bjexp-threads-") as tmp:
         tmp = Path(tmp)
-        trees = {"before": checkout(a.before, tmp / "before"), "after": REPO}
+        trees = {side: checkout(rev, tmp / side) for side, rev in (("before", a.before), ("after", a.after))}
         cache = tmp / "cache"
         print("warm-up sweep (untimed) ...", flush=True)
-        sweep(REPO, cache, tmp / "warmup", overrides + ["trainer.max_steps=1", "trainer.val_check_interval=1",
+        sweep(trees["after"], cache, tmp / "warmup", overrides + ["trainer.max_steps=1", "trainer.val_check_interval=1",
                                                         "trainer.checkpoint_every_n_steps=1"], competitor=False)
         res = {"before": [], "after": []}
         for i in range(a.repeats):
@@ -111,7 +113,7 @@ def main() -> None:
                 res[side].append(r)
                 print(side, json.dumps(r), flush=True)
     rev = subprocess.run(["git", "rev-parse", "--short", a.before], cwd=REPO, capture_output=True, text=True).stdout
-    head = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True).stdout
+    head = subprocess.run(["git", "rev-parse", "--short", a.after], cwd=REPO, capture_output=True, text=True).stdout
     med = {s: median([r["wall_s"] for r in v]) for s, v in res.items()}
     ratio = med["before"] / med["after"]
     rows = ["| side | turn | sweep wall (s) | steps/s per run (biomedclip, clip) | threads | load 1-min before → after |",
@@ -123,7 +125,7 @@ def main() -> None:
             rows.append(f"| {side} | {i} | {r['wall_s']:.0f} | {sps} | {thr} | {r['load_1min_before']} → "
                         f"{r['load_1min_after']} |")
     table = "\n".join(rows) + (
-        f"\n\nbefore = {a.before} ({rev.strip()}), after = the working tree ({head.strip()}). Median sweep wall: "
+        f"\n\nbefore = {a.before} ({rev.strip()}), after = {a.after} ({head.strip()}). Median sweep wall: "
         f"before {med['before']:.0f} s, after {med['after']:.0f} s: **{ratio:.2f}x** faster after. "
         f"{'One competing CPU job ran beside every timed sweep. ' if not a.no_competitor else ''}"
         f"Overrides: `{' '.join(overrides)}`.")
