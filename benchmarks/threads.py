@@ -28,9 +28,10 @@ from common import median, write  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # A reduced world (documented in the results): same structure (2 runs, one competing job), minutes not hours.
-REDUCED = ["data.n_patients=200", "data.classifier_images=1000", "model.vae.train_steps=100",
-           "encoder.tiny.pretrain_steps=50", "eval.classifier.steps=200", "trainer.max_steps=60",
-           "trainer.val_check_interval=30", "trainer.checkpoint_every_n_steps=30", "eval.n_bootstrap=200"]
+REDUCED = ["data.n_patients=60", "data.classifier_images=400", "model.vae.train_steps=50",
+           "encoder.tiny.pretrain_steps=20", "eval.classifier.steps=50", "trainer.max_steps=30",
+           "trainer.val_check_interval=15", "trainer.checkpoint_every_n_steps=15", "sampler.steps=5",
+           "eval.n_bootstrap=50"]
 COMMON = ["logger=csv", "trainer.enable_progress_bar=false"]
 SWEEP = ["-m", "encoder=biomedclip,clip"]
 COMPETITOR = ("import torch\n"
