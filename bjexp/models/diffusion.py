@@ -120,7 +120,8 @@ class JourneyDiffusion(L.LightningModule):
         if self.encoder.trainable:
             params += [p for p in self.encoder.parameters() if p.requires_grad]
         o = self.optim_cfg
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas),
+                                 fused=o.get("fused"), foreach=o.get("foreach"))
 
     def on_fit_start(self):
         self.ema.to(self.device)
