@@ -61,3 +61,11 @@ def test_loader_levers_reach_the_dataloaders():
     assert dm.loader_kwargs == {"num_workers": 2, "pin_memory": True, "prefetch_factor": 4}
     plain = datamodule(compose(OVERRIDES + ["trainer.prefetch_factor=4"]), tiny_data(), "triples")
     assert plain.loader_kwargs == {"num_workers": 0, "pin_memory": False}  # prefetching needs workers
+
+
+def test_ema_every_k_steps_and_foreach_reach_the_ema():
+    data = tiny_data()
+    m = tiny_module(compose(OVERRIDES + ["model.optim.ema_every=4", "model.optim.ema_foreach=true"]), data)
+    plain = tiny_module(compose(OVERRIDES), data)
+    assert m.ema_every == 4 and m.ema.foreach and not plain.ema.foreach
+    assert m.ema.decay == pytest.approx(plain.ema.decay ** 4)  # the same horizon in steps

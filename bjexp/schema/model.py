@@ -44,6 +44,9 @@ class OptimConfig:
     # AdamW's implementation: None = torch's choice (foreach on GPU); fused=true runs one kernel per step.
     fused: Optional[bool] = None
     foreach: Optional[bool] = None
+    # EMA update every k optimizer steps (decay^k per update: the same horizon), and with foreach kernels.
+    ema_every: int = 1
+    ema_foreach: bool = False
 
 
 @dataclass
