@@ -285,6 +285,7 @@ class Bench:
                 return {"batch": b, "step_s": round(s, 4), "images_per_s": round(b / s, 1)}
             self.row("lever", f"the Lightning loop (bjexp's fit), progress bar {'on' if bar else 'off'}", fit,
                      need_s=30)
+            m.to(self.device)  # Lightning's teardown moves the module to the CPU
 
     # -- sampling ----------------------------------------------------------------------------------------------
     def sampling(self) -> None:
