@@ -37,6 +37,16 @@ def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
     return out
 
 
+def step_clock() -> list[float]:
+    """Timestamps of every optimizer step in this process from now on (a global post-step hook): the interval
+    between two is one whole training-loop iteration, whoever runs the loop."""
+    import torch
+
+    stamps: list[float] = []
+    torch.optim.optimizer.register_optimizer_step_post_hook(lambda *a, **k: stamps.append(time.perf_counter()))
+    return stamps
+
+
 def median(xs) -> float:
     return float(statistics.median(xs))
 

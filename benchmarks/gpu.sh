@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU checks, as one script for one GPU node (a few minutes): the SD1.5-size UNet's bf16 training step at
-# 256 px (time, images/s, peak memory; with and without gradient checkpointing), its dual-guidance sampler step,
-# and the embedded default pipeline end to end on trainer=gpu (bf16-mixed) with test-sized settings.
+# Every GPU measurement of issue 17, as one script for one GPU node (about 5 minutes): benchmarks/gpu_perf.py (the
+# SD1.5-size training step at 256 px with 256 tokens: FLOPs, images/s, MFU, peak memory per batch with and without
+# checkpointing, each speed lever alone; the paper's test-set sampling estimate), then the embedded default pipeline
+# end to end on trainer=gpu (bf16-mixed) with test-sized settings. Fails (exit 1) when no CUDA GPU is visible.
 #
 #   bash benchmarks/gpu.sh [OUT_DIR]        # default OUT_DIR: benchmarks/results/gpu
 #
@@ -12,12 +13,7 @@ py=${PYTHON:-python}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 
-$py benchmarks/unet_memory.py --device cuda --precision bf16 --batches 8 16 32 64 --steps 10 --tokens 256 \
-  --out "$out/train"
-$py benchmarks/unet_memory.py --device cuda --precision bf16 --checkpointing --batches 32 64 --steps 10 --tokens 256 \
-  --out "$out/train_ckpt"
-$py benchmarks/unet_memory.py --device cuda --precision bf16 --mode sample --batches 8 32 --steps 10 --tokens 256 \
-  --out "$out/sample"
+$py benchmarks/gpu_perf.py --out "$out" --budget-s 240
 
 tiny=(data.n_patients=24 data.classifier_images=240 model.vae.train_steps=30 model.optim.batch_size=8
       encoder.tiny.pretrain_steps=5 eval.classifier.steps=20 trainer.max_steps=6 trainer.val_check_interval=3

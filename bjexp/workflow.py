@@ -16,6 +16,7 @@ from bjexp.data.datamodule import JourneyDataModule, Tables, encode_tables, load
 from bjexp.io import config_hash
 from bjexp.models.build import build_encoder, build_scheme, build_unet, build_vae
 from bjexp.models.diffusion import JourneyDiffusion
+from bjexp.models.unet import tune
 from bjexp.registration import register_manifest
 
 
@@ -71,6 +72,8 @@ def build_module(cfg: DictConfig, data: Data) -> JourneyDiffusion:
     unet = build_unet(cfg, scheme, vae.config.latent_channels, encoder.width, latent_size)
     if cfg.model.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+    m = cfg.model
+    tune(unet, channels_last=m.channels_last, sdpa_backends=m.sdpa_backends, compile=m.compile)
     return JourneyDiffusion(unet, vae, encoder, scheme, null, optim=cfg.model.optim, cfg_dropout=cfg.method.cfg_dropout,
                             num_train_timesteps=cfg.model.num_train_timesteps, prediction_type=cfg.model.prediction_type,
                             texts=data.tables.texts, seed=cfg.seed, min_snr_gamma=cfg.model.min_snr_gamma)
@@ -150,9 +153,10 @@ def uses_feature_cache(cfg: DictConfig) -> bool:
 
 
 def datamodule(cfg: DictConfig, data: Data, kind: str) -> JourneyDataModule:
+    t = cfg.trainer
     return JourneyDataModule(data.df, data.tables, data.index, batch_size=per_device_batch(cfg),
-                             num_workers=cfg.trainer.num_workers, kind=kind, cached=uses_feature_cache(cfg),
-                             seed=cfg.seed)
+                             num_workers=t.num_workers, kind=kind, cached=uses_feature_cache(cfg), seed=cfg.seed,
+                             pin_memory=t.pin_memory, prefetch_factor=t.prefetch_factor)
 
 
 def fit(cfg: DictConfig, module: JourneyDiffusion, data: Data, run_dir: Path, loggers) -> L.Trainer:

@@ -189,3 +189,31 @@ def test_bad_inputs_raise_clear_errors():
         build_registrar({"method": "bspline"})
     with pytest.raises(ValueError, match="registration.motion"):
         build_registrar({"method": "ecc", "motion": "homography"})
+
+
+SITK_CHILD = """
+import sys, numpy as np
+from bjexp.registration import build_registrar
+from bjexp.registration.known import known_pair, phantom, random_pose
+from bjexp.registration.methods import option_config
+rng = np.random.default_rng(3)
+fixed, moving = known_pair(phantom(192, 2), random_pose(rng, 96), 96, rng=rng)
+for name in sys.argv[1:]:
+    matrix, metric = build_registrar(option_config(name)).estimate(fixed, moving)
+    print(name, matrix.tobytes().hex(), repr(metric))
+"""
+
+
+def test_sitk_options_give_the_same_result_in_two_processes():
+    """Random metric sampling is seeded (ITK's default seed is the wall clock): a cached registration means one
+    thing whichever process computed it."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-c", SITK_CHILD, "affine_sitk", "affine_sitk_published"]
+    outs = [subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300) for _ in range(2)]
+    assert all(o.returncode == 0 for o in outs), outs[0].stderr[-2000:]
+    assert outs[0].stdout == outs[1].stdout and len(outs[0].stdout.splitlines()) == 2
+    with pytest.raises(ValueError, match="wall clock"):
+        build_registrar({"method": "sitk", "seed": 0})

@@ -130,7 +130,9 @@ def test_step_batch_sampler_resumes_mid_stream_and_shards():
 
 
 def test_multirun_sweeps_both_encoder_families(tmp_path, cache_dir):
-    env = {**os.environ, "BJEXP_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "BJEXP_PROGRESS": "0"}
+    # SLURM's allocation of 1 CPU on a node that does not confine CPUs: each job must run 1 thread (bjexp/threads.py)
+    env = {**os.environ, "BJEXP_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "BJEXP_PROGRESS": "0",
+           "SLURM_CPUS_PER_TASK": "1"}
     cmd = [sys.executable, "-m", "bjexp.train", "-m", "encoder=biomedclip,clip", *TINY, f"hydra.sweep.dir={tmp_path}"]
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     assert p.returncode == 0, p.stderr[-6000:]
@@ -138,6 +140,7 @@ def test_multirun_sweeps_both_encoder_families(tmp_path, cache_dir):
     assert len(runs) == 2
     encoders = {json.loads((r.parent / "run.json").read_text())["choices"]["encoder"] for r in runs}
     assert encoders == {"biomedclip", "clip"}
+    assert [json.loads((r.parent / "run.json").read_text())["cpu_threads"] for r in runs] == [1, 1]
     # the two encoders really differ: masked 256-token BERT tower vs 77-token causal CLIP tower
     cfgs = [(r.parent / "config.yaml").read_text() for r in runs]
     assert any("max_length: 256" in c for c in cfgs) and any("max_length: 77" in c for c in cfgs)

@@ -147,10 +147,13 @@ class StepBatchSampler(Sampler[list[int]]):
 
 class JourneyDataModule(L.LightningDataModule):
     def __init__(self, df: pd.DataFrame, tables: Tables, index: dict[str, np.ndarray], *, batch_size: int,
-                 num_workers: int = 0, cached: bool = True, kind: str = "triples", seed: int = 0):
+                 num_workers: int = 0, cached: bool = True, kind: str = "triples", seed: int = 0,
+                 pin_memory: bool = False, prefetch_factor: int | None = None):
         super().__init__()
         self.df, self.tables, self.index = df, tables, index
         self.batch_size, self.num_workers, self.cached, self.kind, self.seed = batch_size, num_workers, cached, kind, seed
+        self.loader_kwargs = {"num_workers": num_workers, "pin_memory": pin_memory,
+                              **({"prefetch_factor": prefetch_factor} if num_workers and prefetch_factor else {})}
 
     def _rows(self, split: str) -> np.ndarray:
         return np.flatnonzero((self.df["split"] == split).to_numpy())
@@ -161,10 +164,9 @@ class JourneyDataModule(L.LightningDataModule):
         start = tr.global_step * tr.accumulate_grad_batches if tr is not None else 0
         sampler = StepBatchSampler(len(ds), self.batch_size, self.seed, start,
                                    tr.global_rank if tr else 0, tr.world_size if tr else 1)
-        return DataLoader(ds, batch_sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(ds, batch_sampler=sampler, persistent_workers=self.num_workers > 0, **self.loader_kwargs)
 
     def val_dataloader(self) -> DataLoader:
         ds = PairDataset(self.tables, self.index, self._rows("val"), "triples", self.cached)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, **self.loader_kwargs)
 

@@ -36,8 +36,11 @@ class JourneyDiffusion(L.LightningModule):
         self.scheduler = noise_scheduler(num_train_timesteps, prediction_type)
         self.scaling = float(vae.config.scaling_factor)
         self.texts = texts  # the text table, for un-cached batches
-        self.ema = EMAModel(unet.parameters(), decay=optim.ema_decay, use_ema_warmup=optim.ema_warmup,
-                            inv_gamma=1.0, power=2 / 3)
+        # EMA every `ema_every` steps with decay^ema_every per update: the same horizon in steps, 1/k of the cost.
+        self.ema_every = int(optim.get("ema_every", 1))
+        self.ema = EMAModel(unet.parameters(), decay=optim.ema_decay ** self.ema_every,
+                            use_ema_warmup=optim.ema_warmup, inv_gamma=1.0, power=2 / 3,
+                            foreach=bool(optim.get("ema_foreach", False)))
 
     @property
     def null(self) -> EncodedText:
@@ -105,7 +108,8 @@ class JourneyDiffusion(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["row"]), sync_dist=True)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
-        self.ema.step(self.unet.parameters())
+        if self.global_step % self.ema_every == 0:
+            self.ema.step(self.unet.parameters())
         self.log("train/ema_decay", self.ema.cur_decay_value or 0.0, batch_size=1)
 
     def configure_optimizers(self):
@@ -113,7 +117,8 @@ class JourneyDiffusion(L.LightningModule):
         if self.encoder.trainable:
             params += [p for p in self.encoder.parameters() if p.requires_grad]
         o = self.optim_cfg
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas),
+                                 fused=o.get("fused"), foreach=o.get("foreach"))
 
     def on_fit_start(self):
         self.ema.to(self.device)

@@ -27,21 +27,25 @@ def clip_tokenizer_files(folder: Path, n_merges: int = 2000) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
 
 
-def write_tiny_sd(folder: str | Path, seed: int = 0, width: int = 32, sample_size: int = 16) -> Path:
-    """A diffusers SD1.5-format folder with tiny random weights (4-channel UNet, 3-channel VAE, 2x downsampling)."""
+def write_tiny_sd(folder: str | Path, seed: int = 0, width: int = 32, sample_size: int = 16, levels: int = 2,
+                  layers_per_block: int = 1) -> Path:
+    """A diffusers SD1.5-format folder with tiny random weights (4-channel UNet, 3-channel VAE). `levels` UNet and
+    VAE levels, as SD lays them out (cross-attention in all UNet levels but the coarsest; VAE downsampling
+    2^(levels-1): SD's 8x at levels=4)."""
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(width, 2 * width), norm_num_groups=8,
-                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=width,
-                                attention_head_dim=8)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(width, width),
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        norm_num_groups=8, sample_size=2 * sample_size)
+    unet = UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4,
+                                layers_per_block=layers_per_block,
+                                block_out_channels=(width,) + (2 * width,) * (levels - 1), norm_num_groups=8,
+                                down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
+                                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
+                                cross_attention_dim=width, attention_head_dim=8)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(width,) * levels,
+                        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+                        norm_num_groups=8, sample_size=2 ** (levels - 1) * sample_size)
     tok_dir = folder / ".tok"
     clip_tokenizer_files(tok_dir)
     tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)

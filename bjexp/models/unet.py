@@ -37,3 +37,24 @@ def widen_conv_in(unet: UNet2DConditionModel, in_channels: int) -> UNet2DConditi
     unet.conv_in = new
     unet.register_to_config(in_channels=in_channels)
     return unet
+
+
+SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
+
+
+def tune(unet: UNet2DConditionModel, *, channels_last: bool = False, sdpa_backends=None,
+         compile: bool = False) -> UNet2DConditionModel:
+    """The speed levers of `model.*` (none changes what the UNet computes, beyond floating-point order)."""
+    if channels_last:
+        unet.to(memory_format=torch.channels_last)
+    if sdpa_backends is not None:
+        allowed = set(sdpa_backends)
+        if not allowed or allowed - set(SDPA_BACKENDS):
+            raise ValueError(f"model.sdpa_backends={list(sdpa_backends)}: choose from {list(SDPA_BACKENDS)}")
+        torch.backends.cuda.enable_flash_sdp("flash" in allowed)
+        torch.backends.cuda.enable_mem_efficient_sdp("efficient" in allowed)
+        torch.backends.cuda.enable_cudnn_sdp("cudnn" in allowed)
+        torch.backends.cuda.enable_math_sdp("math" in allowed)
+    if compile:
+        unet.compile()  # in place: parameter names (checkpoints, EMA) stay those of the plain module
+    return unet

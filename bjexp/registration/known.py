@@ -26,10 +26,13 @@ def random_pose(rng: np.random.Generator, size: int, max_angle: float = 6.0, max
 
 
 def known_pair(source: np.ndarray, truth: np.ndarray, size: int, fov_frac: float = 0.8,
-               rng: np.random.Generator | None = None, photometric: bool = True) -> tuple[np.ndarray, np.ndarray]:
+               rng: np.random.Generator | None = None, photometric: bool = True,
+               zero_border: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(fixed, moving) of `size` px with moving(truth(x)) = fixed(x) (up to optional gamma/noise on moving).
 
-    The field of view is a centred square of `fov_frac` x the source's short side.
+    The field of view is a centred square of `fov_frac` x the source's short side. `zero_border`: the moving image
+    is the fixed one resampled through the transform with zeros outside it (the black wedges of a resampled
+    image), instead of a second view of the source.
     """
     h0, w0 = source.shape
     side = fov_frac * min(h0, w0)
@@ -40,8 +43,12 @@ def known_pair(source: np.ndarray, truth: np.ndarray, size: int, fov_frac: float
     src = cv2.GaussianBlur(source, (0, 0), 0.45 * f) if f > 1.2 else source  # anti-alias before decimation
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     fixed = cv2.warpAffine(src, view, (size, size), flags=flags, borderMode=cv2.BORDER_REFLECT_101)
-    moving = cv2.warpAffine(src, compose(view, invert(truth)), (size, size), flags=flags,
-                            borderMode=cv2.BORDER_REFLECT_101)
+    if zero_border:
+        moving = cv2.warpAffine(fixed, invert(truth), (size, size), flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                                borderValue=0)
+    else:
+        moving = cv2.warpAffine(src, compose(view, invert(truth)), (size, size), flags=flags,
+                                borderMode=cv2.BORDER_REFLECT_101)
     if photometric and rng is not None:  # a different exposure and noise, as between two studies
         g = rng.uniform(0.85, 1.15)
         mv = 255.0 * (moving / 255.0) ** g * rng.uniform(0.9, 1.1) + rng.normal(0, 2.0, moving.shape)

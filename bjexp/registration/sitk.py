@@ -24,7 +24,7 @@ class SitkRegistrar:
     shrink_factors: tuple[int, ...] = (4, 2, 1)
     smoothing_sigmas: tuple[float, ...] = (2.0, 1.0, 0.0)  # in pixels of the level
     sampling_fraction: float = 0.25      # random sampling of the metric; 1.0 = all pixels
-    seed: int = 0
+    seed: int = 1                        # the sampling's seed: same pixels in every process (ITK: 0 = wall clock)
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -35,6 +35,9 @@ class SitkRegistrar:
         if self.optimizer not in ("regular_step", "gradient_descent"):
             raise ValueError(f"registration.optimizer={self.optimizer!r}: "
                              "expected 'regular_step' or 'gradient_descent'")
+        if self.seed == 0 and self.sampling_fraction < 1.0:
+            raise ValueError("registration.seed=0 lets ITK seed its pixel sampling from the wall clock (a different "
+                             "result in every process): use a positive seed")
         if len(self.shrink_factors) != len(self.smoothing_sigmas):
             raise ValueError("registration.shrink_factors and smoothing_sigmas must have the same length")
 
@@ -69,10 +72,16 @@ class SitkRegistrar:
         reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
         reg.SetInitialTransform(tx, inPlace=True)
         reg.SetNumberOfThreads(self.threads)
+        # Parts of the method run on ITK's process-wide thread default, and multi-threaded they differ from run to
+        # run in the last bits: pin it for the call, so the same pair gives the same transform in every process.
+        default_threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(self.threads)
         try:
             reg.Execute(f, m)
         except RuntimeError as e:  # e.g. "All samples map outside moving image buffer"
             raise RegistrationFailed(f"SimpleITK: {str(e).strip().splitlines()[-1][:200]}") from None
+        finally:
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(default_threads)
         return to_matrix(tx), float(reg.GetMetricValue())
 
 

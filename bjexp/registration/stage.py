@@ -31,6 +31,7 @@ from bjexp.io import atomic_write, config_hash, write_json
 from bjexp.registration.base import Flag, scale_matrix, warp
 from bjexp.registration.methods import build_policy, build_registrar
 from bjexp.registration.pair import register_pair
+from bjexp.threads import allowed_cpus
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,6 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
     if not (n >= 1 and 0 <= i < n):
         raise ValueError(f"registration.shard={shard!r}: need 0 <= i < n")
     return i, n
-
-
-def usable_cores() -> int:
-    if os.environ.get("SLURM_CPUS_PER_TASK"):
-        return int(os.environ["SLURM_CPUS_PER_TASK"])
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass
@@ -170,7 +165,7 @@ def run_pairs(tasks: Iterable[PairTask | None], reg: dict, shard: tuple[int, int
     todo = {t.key: t for t in tasks if t is not None and not Path(t.json).is_file()}
     if not todo:
         return {}
-    workers = int(reg.get("workers") or 0) or usable_cores()
+    workers = int(reg.get("workers") or 0) or allowed_cpus()
     workers = max(1, min(workers, len(todo)))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

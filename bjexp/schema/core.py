@@ -36,6 +36,11 @@ class TrainerConfig:
     accumulate_grad_batches: int = 1
     checkpoint_every_n_steps: int = 500
     num_workers: int = 0
+    pin_memory: bool = False  # page-locked batches: host-to-GPU copies run asynchronously
+    prefetch_factor: Optional[int] = None  # batches each worker prepares ahead (num_workers > 0 only)
+    # Intra-op CPU threads of every stage; null = the CPUs the process may use (affinity mask, capped by the SLURM
+    # allocation). Set per job at start (bjexp/threads.py).
+    threads: Optional[int] = None
     deterministic: bool = False
     enable_progress_bar: bool = True
 

@@ -41,6 +41,12 @@ class OptimConfig:
     batch_size: int = 32  # global batch; split across devices
     ema_decay: float = 0.9999
     ema_warmup: bool = True  # diffusers EMAModel's decay warm-up (matters for short runs)
+    # AdamW's implementation: None = torch's choice (foreach on GPU); fused=true runs one kernel per step.
+    fused: Optional[bool] = None
+    foreach: Optional[bool] = None
+    # EMA update every k optimizer steps (decay^k per update: the same horizon), and with foreach kernels.
+    ema_every: int = 1
+    ema_foreach: bool = False
 
 
 @dataclass
@@ -57,6 +63,13 @@ class ModelConfig:
     # Min-SNR-γ loss weighting (Hang et al. 2023; diffusers' --snr_gamma); None = the plain MSE of the paper.
     min_snr_gamma: Optional[float] = None
     gradient_checkpointing: bool = False
+    # Speed levers (benchmarks/results/levers_cpu.md and gpu_perf.md say what each gains): torch.compile the UNet
+    # (in place, so checkpoints and EMA see the same parameters), channels-last memory format, and the attention
+    # kernels scaled_dot_product_attention may choose from (flash | efficient | cudnn | math; null = all, torch's
+    # priority). The kernel choice is process-wide (torch.backends.cuda.enable_*_sdp).
+    compile: bool = False
+    channels_last: bool = False
+    sdpa_backends: Optional[list[str]] = None
     # Cache VAE latents and frozen text states once per (data, model, encoder): the training step never runs them.
     cache_latents: bool = True
 

@@ -79,7 +79,7 @@ class SitkConfig(RegistrationConfig):
     shrink_factors: list[int] = field(default_factory=lambda: [4, 2, 1])
     smoothing_sigmas: list[float] = field(default_factory=lambda: [2.0, 1.0, 0.0])
     sampling_fraction: float = 0.25
-    seed: int = 0
+    seed: int = 1                     # the metric's sampling seed (ITK reads 0 as "the wall clock": refused)
 
 
 cs = ConfigStore.instance()

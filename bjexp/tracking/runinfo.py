@@ -57,6 +57,7 @@ def record(cfg: DictConfig, run_dir: Path, **extra) -> dict:
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "slurm": slurm_job_info(),
         "host": platform.node(),
+        "cpu_threads": torch.get_num_threads(),  # set per job by bjexp/threads.py
         "argv": sys.argv,
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         **extra,

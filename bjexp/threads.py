@@ -1,0 +1,66 @@
+"""CPU threads, set by the product rather than by the user.
+
+Intra-op threads = the CPUs this process may use: its affinity mask (`taskset`, cgroups, a confining SLURM node),
+capped by the SLURM allocation (a node that does not confine CPUs still reports them all in the mask). The
+`trainer.threads` key overrides it. `SetThreads` applies it at the start of every Hydra job of every stage entry
+point (registered once in conf/config.yaml's `hydra.callbacks`), in the job's own process, so each job of a
+local or SLURM sweep is sized to its own share. DataLoader workers need nothing: PyTorch gives each worker one
+thread. Registration pool workers set OpenCV and ITK to one thread each (one pair per core).
+
+OpenMP's wait policy is set in bjexp/__init__.py (it must precede torch's import: libgomp reads it once, when it
+loads): threads that find no work sleep instead of spinning.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+
+from hydra.experimental.callback import Callback
+
+log = logging.getLogger(__name__)
+
+
+def slurm_cpus(env: Mapping[str, str]) -> int | None:
+    """CPUs SLURM allocated to this task (None outside a SLURM allocation): SLURM_CPUS_PER_TASK, else this node's
+    SLURM_CPUS_ON_NODE shared by the tasks on the node (SLURM_NTASKS_PER_NODE, else SLURM_TASKS_PER_NODE's first
+    count, e.g. '2(x3)' -> 2)."""
+    if env.get("SLURM_CPUS_PER_TASK"):
+        return int(env["SLURM_CPUS_PER_TASK"])
+    if not env.get("SLURM_CPUS_ON_NODE"):
+        return None
+    tasks = re.match(r"\d+", env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE") or "1")
+    return max(1, int(env["SLURM_CPUS_ON_NODE"]) // max(1, int(tasks.group()) if tasks else 1))
+
+
+def allowed_cpus(env: Mapping[str, str] | None = None, affinity: set[int] | None = None) -> int:
+    """The CPUs this process may use: its affinity mask, capped by its SLURM allocation."""
+    env = os.environ if env is None else env
+    if affinity is None:
+        affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    n = len(affinity)
+    slurm = slurm_cpus(env)
+    return max(1, min(n, slurm) if slurm else n)
+
+
+def apply(threads: int | None = None) -> int:
+    """Set torch's and OpenCV's intra-op threads to `threads` (None or 0: `allowed_cpus()`); returns the number."""
+    import cv2
+    import torch
+
+    n = int(threads) if threads else allowed_cpus()
+    if n < 1:
+        raise ValueError(f"trainer.threads={threads!r}: expected a positive number of CPU threads (or null)")
+    torch.set_num_threads(n)
+    cv2.setNumThreads(n)
+    return n
+
+
+class SetThreads(Callback):
+    """Hydra callback: `apply(cfg.trainer.threads)` at the start of every job, in the job's process."""
+
+    def on_job_start(self, config, **kwargs) -> None:
+        trainer = config.get("trainer") or {}
+        n = apply(trainer.get("threads"))
+        log.info("CPU threads: %d (trainer.threads=%s, allowed CPUs %d)", n, trainer.get("threads"), allowed_cpus())
