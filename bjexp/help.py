@@ -21,11 +21,9 @@ def stage_doc(job_name: str) -> str:
 def config_groups(choices) -> str:
     """`group: option, *default, ...` for every non-Hydra group. Groups chosen by interpolation (specializing
     configs such as `model_overrides: ${model}`) follow the other choices and are listed apart."""
-    from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
 
     loader = GlobalHydra.instance().config_loader()
-    schemas = ConfigStore.instance().repo
     choices = dict(choices or {})
     automatic = _interpolated_groups()
 
@@ -39,10 +37,7 @@ def config_groups(choices) -> str:
 
     lines, auto = [], []
     for g in sorted(groups()):
-        node = schemas
-        for part in g.split("/"):
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        real = [o for o in loader.get_group_options(g) if f"{o}.yaml" not in node]
+        real = group_options(g)
         if not real:
             continue
         if g in automatic:
@@ -53,6 +48,17 @@ def config_groups(choices) -> str:
     if auto:
         out += f"\n  (chosen by the groups above, not on the command line: {', '.join(auto)})"
     return out
+
+
+def group_options(group: str) -> list[str]:
+    """A config group's options (inside a Hydra app), without the ConfigStore schema entries they build on."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+
+    node = ConfigStore.instance().repo
+    for part in group.split("/"):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return [o for o in GlobalHydra.instance().config_loader().get_group_options(group) if f"{o}.yaml" not in node]
 
 
 def _interpolated_groups() -> set[str]:
