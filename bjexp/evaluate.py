@@ -17,7 +17,7 @@ from bjexp.eval import suite
 from bjexp.instantiate import instantiate
 from bjexp.io import write_json
 from bjexp.sample import sample_dir, test_rows
-from bjexp.tracking.report import write_grid, write_run_report
+from bjexp.tracking.report import grid_rows, write_grid, write_run_report
 
 schema.register()
 
@@ -55,9 +55,24 @@ def evaluate(cfg: DictConfig, data, run_dir: Path) -> dict:
     results = suite.score_all(cfg.eval, predictor, sub, generated=gen, current=cur, prior=prior, seed=cfg.seed)
     results["n_bootstrap"] = cfg.eval.n_bootstrap
     write_json(run_dir / "results.json", results)
-    write_grid(run_dir / "grid.png", prior, gen, cur, sub["text"].tolist(), cfg.eval.grid_pairs)
+    write_pair_grid(run_dir, sub, prior, gen, cur, cfg.eval.grid_pairs, list(cfg.eval.findings))
     write_run_report(run_dir, results)
     return results
+
+
+def write_pair_grid(run_dir: Path, sub, prior, gen, cur, n: int, findings) -> Path:
+    """grid.png: prior | generated | the real current's VAE round trip (what the latent keeps, when the sample stage
+    wrote it) | real current, for `n` pairs of distinct patients, changed pairs first."""
+    from bjexp.sample import vae_dir
+
+    rows = grid_rows(sub, n, findings)
+    cols = {"prior": prior[rows], "generated": gen[rows]}
+    vae = vae_dir(run_dir)
+    paths = [vae / f"{p}.png" for p in sub["pair_id"].iloc[rows]]
+    if paths and all(p.is_file() for p in paths):
+        cols["current, VAE round trip"] = suite.load_images(paths, gen.shape[-1])
+    cols["real current"] = cur[rows]
+    return write_grid(run_dir / "grid.png", cols, sub["text"].iloc[rows].tolist(), sub["patient_id"].iloc[rows].tolist())
 
 
 def run(cfg: DictConfig) -> dict:

@@ -36,6 +36,11 @@ def sample_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "samples"
 
 
+def vae_dir(run_dir: Path) -> Path:
+    """The real currents after a round trip through the generator's autoencoder (what its latent space keeps)."""
+    return Path(run_dir) / "samples_vae"
+
+
 def conditions(data, rows, prompt: str = "text", cached: bool = True) -> dict:
     """The generator's inputs for manifest rows: prior images and texts, plus the feature cache's prior latents and
     text states when `data.tables` holds them (they belong to the module built for this run)."""
@@ -52,12 +57,15 @@ def conditions(data, rows, prompt: str = "text", cached: bool = True) -> dict:
 @torch.no_grad()
 def generate(cfg: DictConfig, data, generator, run_dir: Path, prompt: str = "text", cached: bool = True) -> Path:
     """Fill the samples folder for the test rows that have no PNG yet; returns it. PNGs are written by a thread
-    while the next batch samples."""
+    while the next batch samples. A generator with an autoencoder (`round_trip`) also writes the real currents'
+    round trips to `samples_vae/` (the latent's own ceiling, read beside the generated images)."""
+    s = cfg.sampler
     out = sample_dir(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for r in test_rows(data.df, cfg.eval.max_pairs)
             if not (out / f"{data.df['pair_id'].iat[r]}.png").is_file()]
-    s = cfg.sampler
+    if hasattr(generator, "round_trip"):
+        write_round_trips(data, test_rows(data.df, cfg.eval.max_pairs), generator, vae_dir(run_dir), s.batch_size)
     device = getattr(generator, "device", "cpu")
     with progress() as bar, ThreadPoolExecutor(max_workers=1) as writer:
         task = bar.add_task(f"sample ({s.name}, {s.steps} steps)", total=len(rows), unit="pairs")
@@ -75,6 +83,16 @@ def generate(cfg: DictConfig, data, generator, run_dir: Path, prompt: str = "tex
         if pending is not None:
             pending.result()
     return out
+
+
+@torch.no_grad()
+def write_round_trips(data, rows, generator, out: Path, batch_size: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in rows if not (out / f"{data.df['pair_id'].iat[r]}.png").is_file()]
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i:i + batch_size]
+        imgs = generator.round_trip(data.tables.images[data.index["current"][chunk]])
+        _write_all(out, [data.df["pair_id"].iat[r] for r in chunk], imgs.cpu().numpy())
 
 
 def _write_all(out: Path, pids: list[str], imgs: np.ndarray) -> None:

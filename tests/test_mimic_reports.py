@@ -89,3 +89,14 @@ def test_mimic_variants():
     # synonyms and repeated headers
     conc = reports.parse(" CONCLUSION:  Stable.\n ADDENDUM:  one.\n ADDENDUM:  two.\n")
     assert conc.impression == "Stable." and conc.addendum == "one. two."
+
+
+def test_stored_sections_read_the_manifest_format():
+    """The manifests' one-line report ('FINDINGS: … IMPRESSION: …', as read_reports stores it) splits back."""
+    from bjexp.data.reports import stored_sections
+
+    assert stored_sections("FINDINGS: Small effusion. IMPRESSION: small left effusion") == ("Small effusion.",
+                                                                                            "small left effusion")
+    assert stored_sections("IMPRESSION: No acute process.") == ("", "No acute process.")
+    assert stored_sections("FINDINGS: Lungs clear.") == ("Lungs clear.", "")
+    assert stored_sections("Lungs are clear.") == ("Lungs are clear.", "")

@@ -58,12 +58,30 @@ def test_runinfo_records_git_state_and_config(tmp_path):
     assert info["slurm_job_id"] is None or isinstance(info["slurm_job_id"], str)
 
 
-def test_grid_png(tmp_path):
-    imgs = np.random.default_rng(0).integers(0, 255, (3, 32, 32), dtype=np.uint8)
-    p = write_grid(tmp_path / "g.png", imgs, imgs, imgs, ["new small left pleural effusion"] * 3, n=3)
+def test_grid_rows_take_distinct_patients_changed_pairs_first():
+    import pandas as pd
+
+    from bjexp.tracking.report import grid_rows
+
+    df = pd.DataFrame({"patient_id": ["a", "a", "b", "b", "c", "d"],
+                       "prior_Effusion": [0, 0, 1, 1, 0, 0], "current_Effusion": [0, 1, 1, 1, 0, 1],
+                       "prior_pose_angle": [1, 2, 3, 4, 5, 6], "current_pose_angle": [2, 3, 4, 5, 6, 7]})
+    rows = grid_rows(df, 4, ["Effusion"])
+    assert list(rows[:2]) == [1, 5]  # the changed pairs (patients a, d) first
+    assert len({df.patient_id[r] for r in rows}) == 4  # then one pair of each remaining patient
+    assert list(grid_rows(df, 6, ["Effusion"])) == [1, 5, 2, 4, 0, 3]  # more rows than patients: the rest follow
+
+
+def test_grid_png_has_one_column_per_image_set_and_the_whole_text(tmp_path):
     from PIL import Image
 
-    assert Image.open(p).size[0] > 300
+    imgs = np.random.default_rng(0).integers(0, 255, (3, 32, 32), dtype=np.uint8)
+    long = "new small left pleural effusion; moderate cardiomegaly unchanged; resolved right pneumothorax"
+    p3 = write_grid(tmp_path / "g3.png", {"prior": imgs, "generated": imgs, "real current": imgs}, [long] * 3)
+    p4 = write_grid(tmp_path / "g4.png", {"prior": imgs, "generated": imgs, "vae": imgs, "real current": imgs},
+                    [long] * 3, ["p1", "p2", "p3"])
+    (w3, h3), (w4, h4) = Image.open(p3).size, Image.open(p4).size
+    assert w4 > w3 > 300 and h4 == h3
 
 
 def test_wandb_offline_run_is_written_locally(tmp_path, monkeypatch):

@@ -20,6 +20,11 @@ from bjexp.data.findings import SYNTHETIC_FINDINGS
 N_RACE = 3  # a 3-valued categorical identity trait standing in for race (rendered as soft-tissue density)
 # The patient's left lung is on the image's right (u > 0).
 SIDE_SIGN = {"R": -1, "L": 1}
+# A study's masks (PhantomRenderer.pack): bit i of its uint8 mask image is MASK_NAMES[i].
+ANATOMY = ("Left lung", "Right lung", "Heart")
+MASK_NAMES = (*ANATOMY, *SYNTHETIC_FINDINGS)
+# A finding's region: where drawing it changes the intensity (in [0, 1]) by at least this much (5 of 255 grey levels).
+FINDING_LEVEL = 0.02
 
 
 @dataclass
@@ -127,10 +132,38 @@ class PhantomRenderer:
         return t / (t.std() + 1e-6)
 
     def render(self, a: Anatomy, state: StudyState, pose: Pose, rng: np.random.Generator) -> np.ndarray:
+        return self.expose(self.draw(a, state)[0], pose, rng)
+
+    def study_masks(self, a: Anatomy, state: StudyState, pose: Pose) -> np.ndarray:
+        return self.pack(self.draw(a, state)[1], pose)
+
+    def expose(self, img: np.ndarray, pose: Pose, rng: np.random.Generator) -> np.ndarray:
+        """Drawn intensities -> the uint8 image: gain and noise (the only randomness), then the pose."""
+        img = img * rng.uniform(0.97, 1.03) + rng.normal(0, 0.012, img.shape).astype(np.float32)
+        return (np.clip(self._warp(img, pose), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+    def pack(self, layers: dict[str, np.ndarray], pose: Pose) -> np.ndarray:
+        """A study's masks as uint8 bit-planes (H, W) in the pose: bit i set where MASK_NAMES[i] is. Anatomy: the
+        lung and heart shapes as drawn; a finding: where drawing it changes the intensity by at least FINDING_LEVEL."""
+        bits = np.zeros((self.size, self.size), np.uint8)
+        for i, name in enumerate(MASK_NAMES):
+            if name in layers:
+                w = self._warp(layers[name], pose)
+                bits |= ((w > 0.5) if name in ANATOMY else (np.abs(w) >= FINDING_LEVEL)).astype(np.uint8) << i
+        return bits
+
+    def _warp(self, x: np.ndarray, pose: Pose) -> np.ndarray:
+        return cv2.warpAffine(x.astype(np.float32), pose.matrix(self.size), (self.size, self.size),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+    def draw(self, a: Anatomy, state: StudyState) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Intensities in the phantom frame (before noise and pose) and the layers `pack` makes masks of: the
+        anatomy's shapes (0/1) and each present finding's own contribution to the intensities. No randomness."""
         u, v, size = self.u, self.v, self.size
         lungs, sides = self._lung_geometry(a.mask_index)
         tex = self._texture(a.texture_seed)
         f = state.findings
+        layers = {"Left lung": sides["L"][0], "Right lung": sides["R"][0]}
 
         body_a = 0.80 + 0.16 * a.habitus
         body = _soft((u / body_a) ** 2 + (v / 1.25) ** 2 < 1, size)
@@ -156,6 +189,9 @@ class PhantomRenderer:
         img = img - 0.16 * ptx_space
         edge = np.clip(_blur(inflated, size, 0.6) - _blur(inflated, size, 2.0), 0, 1) * (ptx_space.max() > 0)
         img = img + 0.5 * edge * _blur(ptx_space, size, 2.0).clip(0, 1) * 2
+        if f.get("Pneumothorax", FindingState()).present:
+            unmarked = 0.045 * tex * (inflated - np.clip(sides["L"][0] + sides["R"][0], 0, 1))
+            layers["Pneumothorax"] = unmarked - 0.16 * ptx_space + 0.5 * edge * _blur(ptx_space, size, 2.0).clip(0, 1) * 2
 
         # Ribs: bright arcs, fainter with age (bone density).
         rib_c = 0.08 * (1.25 - aged * 0.8)
@@ -165,9 +201,12 @@ class PhantomRenderer:
         # Heart (cardiomegaly widens it) and aortic knob (unfolds and calcifies with age).
         cm = f.get("Cardiomegaly", FindingState())
         ctr = a.ctr + ([0, 0.10, 0.15, 0.20][cm.severity or 2] if cm.present else 0.0)
-        hw = ctr * body_a
-        heart = _soft(((u - 0.07) / hw) ** 2 + ((v - 0.20) / 0.25) ** 2 < 1, size)
+        shape = lambda ratio: ((u - 0.07) / (ratio * body_a)) ** 2 + ((v - 0.20) / 0.25) ** 2 < 1  # noqa: E731
+        heart = _soft(shape(ctr), size)
         img = img + 0.32 * heart
+        layers["Heart"] = shape(ctr).astype(np.float32)
+        if cm.present:
+            layers["Cardiomegaly"] = 0.32 * (heart - _soft(shape(a.ctr), size))
         knob = _soft(((u - 0.10) / (0.06 + 0.06 * aged)) ** 2 + ((v + 0.28) / (0.05 + 0.04 * aged)) ** 2 < 1, size)
         img = img + (0.08 + 0.22 * aged) * knob
         if a.sex == 1:
@@ -178,12 +217,15 @@ class PhantomRenderer:
         # Effusion: dependent fluid with a meniscus (higher laterally), blunting the costophrenic angle.
         ef = f.get("Effusion", FindingState())
         if ef.present:
+            layers["Effusion"] = np.zeros_like(u)
             for side, (s, (u0, u1, v0, v1)) in sides.items():
                 if ef.side in (side, "B"):
                     h = [0, 0.26, 0.38, 0.52][ef.severity or 2] * (v1 - v0)
                     lateral = np.abs(u - (u0 + u1) / 2) / max(u1 - u0, 1e-3)
                     fluid = (v > v1 - h * (0.55 + 0.9 * lateral)).astype(np.float32) * s
-                    img = img + 0.40 * _blur(fluid, size, 1.0)
+                    drawn = 0.40 * _blur(fluid, size, 1.0)
+                    img = img + drawn
+                    layers["Effusion"] = layers["Effusion"] + drawn
 
         # Consolidation: a patchy focal opacity in one lung, at a per-patient site.
         co = f.get("Consolidation", FindingState())
@@ -193,7 +235,8 @@ class PhantomRenderer:
             cv = v0 + (0.45 + 0.3 * a.consolidation_site[1]) * (v1 - v0)
             r = [0, 0.16, 0.21, 0.27][co.severity or 2]
             blob = np.exp(-(((u - cu) ** 2 + (v - cv) ** 2) / (2 * r ** 2))) * (1 + 0.25 * tex)
-            img = img + 0.38 * np.clip(blob, 0, 1.2) * lung_fields[co.side or "R"]
+            layers["Consolidation"] = drawn = 0.38 * np.clip(blob, 0, 1.2) * lung_fields[co.side or "R"]
+            img = img + drawn
 
         # Edema: bilateral perihilar (bat-wing) haze.
         ed = f.get("Edema", FindingState())
@@ -201,12 +244,9 @@ class PhantomRenderer:
             k = ed.severity or 2
             haze = sum(np.exp(-(((u - sgn * 0.22) / (0.22 + 0.05 * k)) ** 2 + ((v + 0.02) / 0.35) ** 2))
                        for sgn in (-1, 1))
-            img = img + (0.07 + 0.045 * k) * haze * inflated
-
-        img = img * rng.uniform(0.97, 1.03) + rng.normal(0, 0.012, img.shape).astype(np.float32)
-        img = cv2.warpAffine(img.astype(np.float32), pose.matrix(size), (size, size), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-        return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+            layers["Edema"] = drawn = (0.07 + 0.045 * k) * haze * inflated
+            img = img + drawn
+        return img, layers
 
 
 def _blur(x: np.ndarray, size: int, px: float = 1.0) -> np.ndarray:
@@ -221,3 +261,8 @@ def _scale_about(m: np.ndarray, centre_uv: tuple[float, float], k: float, size: 
     c = ((centre_uv[0] + 1) / 2 * size - 0.5, (centre_uv[1] + 1) / 2 * size - 0.5)
     mat = cv2.getRotationMatrix2D(c, 0.0, k)
     return cv2.warpAffine(m.astype(np.float32), mat, (size, size), flags=cv2.INTER_LINEAR)
+
+
+def unpack(bits: np.ndarray, name: str) -> np.ndarray:
+    """One mask (bool) out of uint8 bit-planes (PhantomRenderer.pack, stored as PNG beside the images)."""
+    return (np.asarray(bits) >> MASK_NAMES.index(name) & 1).astype(bool)

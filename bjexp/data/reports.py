@@ -52,6 +52,18 @@ class Report:
         return self.impression or self.findings
 
 
+_STORED = re.compile(r"^(?:FINDINGS: (?P<findings>.*?))?\s*(?:IMPRESSION: (?P<impression>.*))?$", re.DOTALL)
+
+
+def stored_sections(text: str) -> tuple[str, str]:
+    """(findings, impression) of a report as manifests store it: 'FINDINGS: … IMPRESSION: …', either part optional
+    (`bjexp.data.mimic.layout.read_reports`, the miniature world). Text in neither form is returned as findings."""
+    m = _STORED.match(text or "")
+    if not m or not (m["findings"] or m["impression"]):
+        return tidy(text or ""), ""
+    return tidy(m["findings"] or ""), tidy(m["impression"] or "")
+
+
 def tidy(text: str) -> str:
     """Collapse whitespace and the spaces before punctuation that line wrapping / PHI removal leave behind."""
     text = re.sub(r"\s+", " ", text).strip()

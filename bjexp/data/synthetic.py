@@ -1,7 +1,9 @@
 """The miniature world: synthetic patient journeys with known ground truth, in the journey-manifest format.
 
 Everything is a deterministic function of `cfg.data` (seeded), cached on disk under
-`<cache_dir>/data/synthetic-<config hash>/` (manifest.csv, images/, classifier.npz).
+`<cache_dir>/data/synthetic-<config hash>/`: manifest.csv, images/, masks/ (each study's exact anatomy and finding
+masks, in its image's pose), pair_masks/, classifier.npz (independent studies with labels and masks), and one
+manifest-<describer>-<key>.csv per report-reading describer.
 """
 from __future__ import annotations
 
@@ -15,14 +17,25 @@ from omegaconf import DictConfig
 from bjexp.data import manifest as mf
 from bjexp.data.describers import SEVERITY_WORDS, SIDE_WORDS, FindingState, describe
 from bjexp.data.findings import LATERAL, PHRASE, SYNTHETIC_FINDINGS
-from bjexp.data.phantom import N_RACE, Anatomy, PhantomRenderer, Pose, StudyState, load_lung_masks
-from bjexp.io import atomic_dir, config_hash
+from bjexp.data.phantom import MASK_NAMES, N_RACE, Anatomy, PhantomRenderer, Pose, StudyState, load_lung_masks
+from bjexp.data.reports import stored_sections
+from bjexp.io import atomic_dir, atomic_write, config_hash
 from bjexp.progress import progress
 
 # Bump when the phantoms or journeys change: it is part of the cache key, so stale worlds are never reused.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 PRIOR_PREVALENCE = 0.22  # chance a finding is present at a patient's first study
 STUDY_GAP_DAYS = (20, 400)
+# Report wording (FINDINGS section): a present finding's sentence, and its name in the closing "No ..." sentence.
+FINDING_SENTENCE = {"Effusion": "{sev} {side} pleural effusion with a meniscus.",
+                    "Cardiomegaly": "the heart is {degree} enlarged.",
+                    "Consolidation": "{sev} focal consolidation in the {side} lung.",
+                    "Edema": "{haze} perihilar pulmonary edema.",
+                    "Pneumothorax": "{sev} {side} pneumothorax."}
+NORMAL = {"Effusion": "pleural effusion", "Cardiomegaly": "cardiomegaly", "Consolidation": "focal consolidation",
+          "Edema": "pulmonary edema", "Pneumothorax": "pneumothorax"}
+DEGREE_WORDS = {1: "mildly", 2: "moderately", 3: "markedly"}
+HAZE_WORDS = {1: "faint", 2: "moderate", 3: "dense"}
 
 
 def sample_anatomy(rng: np.random.Generator, n_masks: int) -> Anatomy:
@@ -77,16 +90,35 @@ def sample_pose(rng: np.random.Generator, pose_cfg, size: int) -> Pose:
                 scale=float(1 + rng.uniform(-1, 1) * pose_cfg.scale_frac))
 
 
-def report_text(state: StudyState) -> str:
-    """A single-study report line (for encoder pretraining and curriculum stage 1)."""
-    parts = []
+def report_sections(state: StudyState) -> tuple[str, str]:
+    """(FINDINGS, IMPRESSION) of one study's report. Both describe that study alone (no comparison, no change
+    words): the IMPRESSION is what `describer=impression` gives, the paper's "raw Impression of the new report"."""
+    seen, normal = [], []
     for n in SYNTHETIC_FINDINGS:
         s = state.findings.get(n)
-        if s is None:
+        if s is None or not s.present:
+            normal.append(NORMAL[n])
+            continue
+        side = SIDE_WORDS.get(s.side or "", "")
+        seen.append(FINDING_SENTENCE[n].format(sev=SEVERITY_WORDS[s.severity], side=side,
+                                               degree=DEGREE_WORDS[s.severity],
+                                               haze=HAZE_WORDS[s.severity]).capitalize())
+    if normal:
+        seen.append(f"No {', '.join(normal[:-1])}{' or ' if len(normal) > 1 else ''}{normal[-1]}.")
+    impression = []
+    for n in SYNTHETIC_FINDINGS:
+        s = state.findings.get(n)
+        if s is None or not s.present:
             continue
         side = f"{SIDE_WORDS[s.side]} " if n in LATERAL and s.side else ""
-        parts.append(f"{SEVERITY_WORDS[s.severity]} {side}{PHRASE[n]}")
-    return "; ".join(parts) if parts else "no acute cardiopulmonary process"
+        impression.append(f"{SEVERITY_WORDS[s.severity]} {side}{PHRASE[n]}")
+    return " ".join(seen), "; ".join(impression) if impression else "no acute cardiopulmonary process"
+
+
+def report_text(state: StudyState) -> str:
+    """One study's report, as MIMIC's are stored in the manifest (`bjexp.data.mimic.layout.read_reports`)."""
+    findings, impression = report_sections(state)
+    return f"FINDINGS: {findings} IMPRESSION: {impression}"
 
 
 def _state_json(state: StudyState) -> str:
@@ -94,18 +126,55 @@ def _state_json(state: StudyState) -> str:
 
 
 def world_dir(cfg: DictConfig) -> Path:
-    """The cache folder of this synthetic world: manifest.csv, images/, classifier.npz (the classifier's studies)."""
+    """The cache folder of this synthetic world: manifest.csv, images/, masks/, pair_masks/, classifier.npz."""
     return Path(cfg.paths.cache_dir) / "data" / f"synthetic-{config_hash(cfg.data, GENERATOR_VERSION)}"
 
 
+def mask_path(study_id: str) -> str:
+    """A study's masks (uint8 bit-planes, `phantom.MASK_NAMES`; `phantom.unpack`), relative to the world folder."""
+    patient, study = study_id.split("_")
+    return f"masks/{patient}/{study}.png"
+
+
+def pair_mask_path(pair_id: str) -> str:
+    """A pair's current findings drawn in the prior's pose (where the edit should happen, in the prior's frame)."""
+    return f"pair_masks/{pair_id}.png"
+
+
 def build_manifest(cfg: DictConfig) -> Path:
-    """Generate (or reuse) the synthetic journeys; returns the manifest path."""
+    """Generate (or reuse) the synthetic journeys; returns the manifest path for `cfg.describer`."""
     out = world_dir(cfg)
-    if (out / "manifest.csv").is_file():
-        return out / "manifest.csv"
-    with atomic_dir(out) as tmp:
-        generate(cfg.data, tmp, mask_cache=Path(cfg.paths.cache_dir) / "data")
-    return out / "manifest.csv"
+    if not (out / "manifest.csv").is_file():
+        with atomic_dir(out) as tmp:
+            generate(cfg.data, tmp, mask_cache=Path(cfg.paths.cache_dir) / "data")
+    return described_manifest(out / "manifest.csv", cfg)
+
+
+def described_manifest(world_manifest: Path, cfg: DictConfig) -> Path:
+    """The world's own texts are the label-change template with the truth's severity and side (what
+    `describer=labels` words from labels, at full resolution). A describer that reads reports (`impression`, `llm`)
+    rewrites `text` from each pair's report sections instead; written once beside the world's manifest."""
+    from bjexp.data import describe
+    from bjexp.data.mimic.build import RUNTIME_KEYS, _plain
+
+    describer = describe.build(cfg.describer, cfg.paths.cache_dir)
+    if not describer.needs_reports:
+        return world_manifest
+    path = world_manifest.with_name(
+        f"manifest-{cfg.describer.name}-{config_hash(_plain(cfg.describer, RUNTIME_KEYS['describer']))}.csv")
+    if path.is_file():
+        return path
+    df = mf.read(world_manifest)
+    pairs = df.copy()
+    for side in ("prior", "current"):
+        findings, impression = zip(*map(stored_sections, df[f"{side}_report"]))
+        pairs[f"{side}_findings"], pairs[f"{side}_impression"] = findings, impression
+    described = describer(pairs)
+    failed = described["text_error"].notna().to_numpy()
+    if failed.any():
+        with atomic_write(path.with_suffix(".describer_failures.csv"), "w") as f:
+            df.loc[failed, ["pair_id"]].assign(reason=described.loc[failed, "text_error"]).to_csv(f, index=False)
+    return mf.write(df.loc[~failed].assign(text=described.loc[~failed, "text"]).reset_index(drop=True), path)
 
 
 def generate(d: DictConfig, out: Path, mask_cache: Path | None = None) -> None:
@@ -129,12 +198,14 @@ def generate(d: DictConfig, out: Path, mask_cache: Path | None = None) -> None:
             studies = []
             for s_idx, st in enumerate(states):
                 pose = sample_pose(rng, d.pose, size)
-                img = renderer.render(anat, st, pose, rng)
-                rel = f"images/p{p:05d}/s{s_idx:02d}.png"
-                _save_png(out / rel, img)
-                studies.append((f"p{p:05d}_s{s_idx:02d}", rel, st, pose, day))
+                drawn, layers = renderer.draw(anat, st)
+                sid, rel = f"p{p:05d}_s{s_idx:02d}", f"images/p{p:05d}/s{s_idx:02d}.png"
+                _save_png(out / rel, renderer.expose(drawn, pose, rng))
+                _save_png(out / mask_path(sid), renderer.pack(layers, pose))
+                studies.append((sid, rel, st, pose, day, layers))
                 day += int(rng.integers(*STUDY_GAP_DAYS))
-            for (pid_a, path_a, st_a, pose_a, day_a), (pid_b, path_b, st_b, pose_b, day_b) in zip(studies, studies[1:]):
+            for (pid_a, path_a, st_a, pose_a, day_a, _), (pid_b, path_b, st_b, pose_b, day_b, layers_b) in zip(
+                    studies, studies[1:]):
                 row = {
                     "pair_id": f"{pid_a}__{pid_b}", "patient_id": f"p{p:05d}", "split": split,
                     "prior_study_id": pid_a, "current_study_id": pid_b,
@@ -146,24 +217,29 @@ def generate(d: DictConfig, out: Path, mask_cache: Path | None = None) -> None:
                     "attr_habitus": round(anat.habitus, 4),
                     "prior_state": _state_json(st_a), "current_state": _state_json(st_b),
                 }
+                _save_png(out / pair_mask_path(row["pair_id"]), renderer.pack(layers_b, pose_a))
                 for which, st in (("prior", st_a), ("current", st_b)):
                     row.update({f"{which}_{k}": v for k, v in st.labels().items()})
                 for which, pose in (("prior", pose_a), ("current", pose_b)):
                     row.update({f"{which}_pose_{k}": round(getattr(pose, k), 5) for k in ("angle", "tx", "ty", "scale")})
                 rows.append(row)
             bar.advance(task)
-        # Independent single studies for the synthetic classifiers (never part of a journey).
+        # Independent single studies for the synthetic classifiers and segmenter (never part of a journey).
         task = bar.add_task("classifier images", total=d.classifier_images)
-        imgs, labels, attrs = [], [], []
+        imgs, masks, labels, attrs = [], [], [], []
         for _ in range(d.classifier_images):
             anat = sample_anatomy(rng, n_masks)
             st = sample_state(rng, prevalence=0.4)
-            imgs.append(renderer.render(anat, st, sample_pose(rng, d.pose, size), rng))
+            drawn, layers = renderer.draw(anat, st)
+            pose = sample_pose(rng, d.pose, size)
+            imgs.append(renderer.expose(drawn, pose, rng))
+            masks.append(renderer.pack(layers, pose))
             labels.append([st.labels()[n] for n in SYNTHETIC_FINDINGS])
             attrs.append([anat.sex, anat.age, anat.race])
             bar.advance(task)
     np.savez_compressed(out / "classifier.npz", images=np.stack(imgs), labels=np.asarray(labels, np.int64),
-                        attrs=np.asarray(attrs, np.float32), findings=np.asarray(SYNTHETIC_FINDINGS))
+                        attrs=np.asarray(attrs, np.float32), findings=np.asarray(SYNTHETIC_FINDINGS),
+                        masks=np.stack(masks), mask_names=np.asarray(MASK_NAMES))
     mf.write(pd.DataFrame(rows), out / "manifest.csv")
 
 

@@ -116,6 +116,11 @@ class JourneyPipeline:
         imgs = self.vae.decode(latents.to(self.vae.dtype) / self.scaling).sample
         return model_to_uint8(imgs.float().mean(1))
 
+    @torch.no_grad()
+    def round_trip(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        """Images through the autoencoder alone (encode, posterior mode, decode): what the latent space keeps."""
+        return self.decode(self.encode_images(images_uint8) * self.scaling)
+
     # -- the call ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(self, images: torch.Tensor | None = None, texts: list[str] | None = None, *,

@@ -3,7 +3,7 @@
 Why pretrain (instead of training the encoder with the UNet): the real method freezes a pretrained encoder and
 caches its token states; a frozen *random* encoder would make the encoder ablation meaningless, and training it
 jointly would forbid the embedding cache. So, like BiomedCLIP on PMC pairs, each tiny encoder is pretrained with
-open_clip's CLIP loss on synthetic (image, report) pairs from the training split, then saved as an open_clip
+open_clip's CLIP loss on synthetic (image, report Impression) pairs from the training split, then saved as an open_clip
 `local-dir:` folder and loaded by the same code as the real weights.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from bjexp.data.reports import stored_sections
 from bjexp.imaging import read_grey, uint8_to_model
-from bjexp.io import atomic_dir, config_hash
+from bjexp.io import atomic_dir, bytes_hash, config_hash
 from bjexp.progress import progress
 
 
@@ -51,22 +52,26 @@ def _write_bert_files(folder: Path, corpus: list[str], enc: DictConfig) -> None:
 def build_tiny_encoder(enc: DictConfig, manifest_df, image_size: int, cache_dir: Path, seed: int = 0) -> Path:
     """Return the folder of the pretrained tiny encoder for this (encoder cfg, training data), building it once."""
     train = manifest_df[manifest_df["split"] == "train"]
-    # "wordpiece-v2": folders built before the tokenizer fix had a 5-token vocabulary; never reuse them.
-    key = config_hash(enc, image_size, seed, sorted(train["pair_id"].tolist())[:50], len(train), "wordpiece-v2")
+    # (image, Impression) pairs, like image-caption pairs: each study of the training split once (a report without
+    # sections counts whole). The vocabulary also covers the full reports and the progression texts it will encode.
+    paths = {**dict(zip(train["prior_path"], train["prior_report"])), **dict(zip(train["current_path"], train["current_report"]))}
+    texts = [imp or fin for fin, imp in map(stored_sections, paths.values())]
+    vocabulary = sorted(set(texts) | set(paths.values()) | set(manifest_df["text"]))
+    # "wordpiece-v2": folders built before the tokenizer fix had a 5-token vocabulary; never reuse them. The texts
+    # are in the key: a world with new report wording builds a new encoder.
+    corpus = bytes_hash("\x00".join([*texts, *vocabulary]).encode())
+    key = config_hash(enc, image_size, seed, sorted(train["pair_id"].tolist())[:50], len(train), "wordpiece-v2", corpus)
     out = Path(cache_dir) / "encoders" / f"{enc.name}-{key}"
     if (out / "open_clip_config.json").is_file():
         return out
     import open_clip
     from safetensors.torch import save_file
 
-    # (image, report) pairs: each study of the training split once.
-    paths = {**dict(zip(train["prior_path"], train["prior_report"])), **dict(zip(train["current_path"], train["current_report"]))}
     root = Path(manifest_df.attrs.get("root", "."))
     imgs = uint8_to_model(np.stack([read_grey(root / p, image_size) for p in paths])).repeat(1, 3, 1, 1)
-    texts = list(paths.values())
     with atomic_dir(out) as tmp:
         if enc.family == "hf_bert":
-            _write_bert_files(tmp, sorted(set(texts) | set(manifest_df["text"])), enc)
+            _write_bert_files(tmp, vocabulary, enc)
         cfg = _model_cfg(enc, image_size, tmp)
         (tmp / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}, indent=2))
         torch.manual_seed(seed)

@@ -13,23 +13,51 @@ HEADLINE = ["pathology_auroc", "pathology_auroc_changed", "pathology_accuracy", 
             "identity_similarity", "cmig"]
 
 
-def write_grid(path: Path, prior: np.ndarray, gen: np.ndarray, cur: np.ndarray, texts: list[str], n: int = 8) -> Path:
-    """Rows of (prior | generated | real current) with the progression text, as a PNG."""
+def grid_rows(df, n: int = 8, findings=None) -> np.ndarray:
+    """Rows for picture grids: one pair per patient (as many patients as possible, up to `n` rows), pairs where a
+    finding's label changed first, then the rest; stable order (manifest order within each group)."""
+    import pandas as pd
+
+    changed = np.zeros(len(df), bool)
+    for f in findings if findings is not None else [c[8:] for c in df.columns if c.startswith("current_")]:
+        if f"current_{f}" not in df or f"prior_{f}" not in df:
+            continue
+        a, b = (pd.to_numeric(df[f"{w}_{f}"], errors="coerce") for w in ("current", "prior"))
+        changed |= (a.notna() & b.notna() & (a != b)).to_numpy()
+    order = np.concatenate([np.flatnonzero(changed), np.flatnonzero(~changed)])
+    patients = df["patient_id"].to_numpy()
+    first, seen = [], set()
+    for r in order:
+        if patients[r] not in seen:
+            seen.add(patients[r])
+            first.append(r)
+    rest = [r for r in order if r not in set(first)]
+    return np.asarray((first + rest)[:n], dtype=np.int64)
+
+
+def write_grid(path: Path, columns: dict[str, np.ndarray], texts: list[str], patients: list[str] | None = None) -> Path:
+    """A PNG grid: one row per pair, one column per image set (e.g. prior | generated | VAE round trip | real
+    current), the pair's full progression text wrapped beside it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = min(n, len(gen))
-    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.3 * n), squeeze=False)
+    n, k = len(texts), len(columns)
+    fig, axes = plt.subplots(n, k + 1, figsize=(2.1 * k + 2.6, 2.2 * n), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.25] + [1] * k})
     for i in range(n):
-        for j, (img, title) in enumerate(((prior[i], "prior"), (gen[i], "generated"), (cur[i], "real current"))):
+        label = axes[i, 0]
+        label.axis("off")
+        head = f"{patients[i]}\n" if patients is not None else ""
+        label.text(1.0, 0.5, head + "\n".join(_wrap(texts[i], 30)), fontsize=6.5, ha="right", va="center",
+                   transform=label.transAxes)
+        for j, (title, imgs) in enumerate(columns.items(), start=1):
             ax = axes[i, j]
-            ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+            ax.imshow(imgs[i], cmap="gray", vmin=0, vmax=255)
             ax.set_xticks([]), ax.set_yticks([])
             if i == 0:
                 ax.set_title(title, fontsize=9)
-        axes[i, 0].set_ylabel("\n".join(_wrap(texts[i], 28)[:4]), fontsize=6, rotation=0, ha="right", va="center")
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=110)
