@@ -49,6 +49,9 @@ class LoggerConfig:
     mode: str = "${oc.env:WANDB_MODE,offline}"
     group: Optional[str] = None
     tags: list[str] = field(default_factory=list)
+    # Upload image grids to W&B: true / false; null = only when `data.images_shareable` (not for MIMIC: its data
+    # use agreement forbids sharing derived images with third parties).
+    log_images: Optional[bool] = None
 
 
 @dataclass
