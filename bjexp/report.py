@@ -101,7 +101,8 @@ def write(root: Path, rcfg=None, logger_cfg=None) -> dict[str, Path]:
 
         project = rcfg.wandb_project or (logger_cfg.project if logger_cfg is not None else "bjexp")
         entity = rcfg.wandb_entity or (logger_cfg.entity if logger_cfg is not None else None)
-        print(wandb_report.publish(root, found, info, project=project, entity=entity, table_md=metrics_table({**rows, **dict(study.reference_rows(found))}, info)))
+        with_refs = metrics_table({**rows, **dict(study.reference_rows(found))}, info)
+        print(wandb_report.publish(root, found, info, project=project, entity=entity, table_md=with_refs))
         if (root / "wandb_report.json").is_file():
             out["wandb_spec"] = root / "wandb_report.json"
     print(md)
