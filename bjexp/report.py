@@ -1,15 +1,17 @@
-"""`python -m bjexp.report run=<run or multirun dir>`: one table + plot for a run or a whole sweep.
+"""`python -m bjexp.report run=<run or multirun dir>`: the study report of a run or a whole sweep.
 
 Finds every `results.json` below the folder, labels each run by the group choices that differ across the sweep,
-and writes `summary.csv`, `report.md` and `report.html` (open without W&B) plus `metrics.png` (values with 95%
-CIs). When W&B is online (`WANDB_MODE=online`), the table is also logged to a summary run of the study's group.
+and writes `report.html` (the study report: tables with CIs and the ceiling/floor rows, per-finding tables, plots,
+loss curves, the same test pairs side by side for every arm, config differences; one self-contained file, readable
+offline; bjexp.tracking.study), `summary.csv`, `metrics.png` and `report.md`. Columns are the metrics results.json
+marks as headlines (`metric_info`, bjexp.eval.registry). `report.wandb=true` also builds a W&B Report
+(bjexp.tracking.wandb_report). When W&B is online (`WANDB_MODE=online`), the table is also logged to a summary run.
 """
 from __future__ import annotations
 
-import html
 import json
-import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -18,88 +20,101 @@ from omegaconf import DictConfig
 
 from bjexp import schema
 from bjexp.io import atomic_write
-from bjexp.tracking.report import HEADLINE, fmt, metrics_table
+from bjexp.tracking.report import headline, legend, merged_info, metric_info, metrics_table
 
 schema.register()
 
 
-def collect(root: Path) -> dict[str, dict]:
-    """{run label: metrics} for every finished run below `root`."""
-    runs = []
+@dataclass
+class Run:
+    label: str
+    dir: Path
+    choices: dict
+    results: dict = field(repr=False)
+
+    @property
+    def metrics(self) -> dict:
+        return self.results["metrics"]
+
+
+def runs(root: Path) -> list[Run]:
+    """Every finished run below `root`, labelled by the group choices (and seeds) that vary across them."""
+    found = []
     for res in sorted(Path(root).rglob("results.json")):
         info_path = res.parent / "run.json"
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
         choices = {**info.get("choices", {}), "seed": info.get("seed")}  # seeds of a sweep label their runs too
-        runs.append((res.parent, choices, json.loads(res.read_text())["metrics"]))
-    if not runs:
+        found.append((res.parent, choices, json.loads(res.read_text())))
+    if not found:
         raise FileNotFoundError(f"no results.json below {root}: run `python -m bjexp.train` (or -m for a sweep) first")
-    varying = [g for g in sorted({g for _, c, _ in runs for g in c}) if len({c.get(g) for _, c, _ in runs}) > 1]
-    out = {}
-    for d, choices, metrics in runs:
+    varying = [g for g in sorted({g for _, c, _ in found for g in c}) if len({c.get(g) for _, c, _ in found}) > 1]
+    out: list[Run] = []
+    for d, choices, results in found:
         label = ", ".join(f"{g}={choices.get(g)}" for g in varying) or d.name
-        out[label if label not in out else f"{label} ({d.name})"] = metrics
+        out.append(Run(label if label not in {r.label for r in out} else f"{label} ({d.name})", d, choices, results))
     return out
 
 
-def plot(rows: dict[str, dict], path: Path, prefix: str = "test") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    cols = [c for c in HEADLINE if c != "cmig" and any(f"{prefix}/{c}" in r for r in rows.values())]
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(cols)), 3.6))
-    w = 0.8 / max(len(rows), 1)
-    for i, (name, r) in enumerate(rows.items()):
-        vals = [r.get(f"{prefix}/{c}", {}).get("value", math.nan) for c in cols]
-        lo = [v - r.get(f"{prefix}/{c}", {}).get("lo", v) for c, v in zip(cols, vals)]
-        hi = [r.get(f"{prefix}/{c}", {}).get("hi", v) - v for c, v in zip(cols, vals)]
-        ax.bar(np.arange(len(cols)) + i * w, vals, w, yerr=[np.nan_to_num(lo), np.nan_to_num(hi)], capsize=2, label=name)
-    ax.set_xticks(np.arange(len(cols)) + w * (len(rows) - 1) / 2, cols, rotation=20, fontsize=8)
-    ax.set_ylabel("value (95% CI)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return path
+def collect(root: Path) -> dict[str, dict]:
+    """{run label: metrics} for every finished run below `root`."""
+    return {r.label: r.metrics for r in runs(root)}
 
 
-def write(root: Path) -> dict[str, Path]:
+def write(root: Path, rcfg=None, logger_cfg=None) -> dict[str, Path]:
+    """The report files of a run or a sweep: `report.html` (the study report, self-contained), `summary.csv`,
+    `metrics.png` and, for a sweep, `report.md`. A single run's `report.md` is its full run report (never a
+    thinner one-row table). `rcfg` = the `report:` config (W&B report, image pairs)."""
+    from bjexp.tracking import study
+    from bjexp.tracking.report import load_results, write_run_report
+
     root = Path(root)
-    rows = collect(root)
+    found = runs(root)
+    rows = {r.label: r.metrics for r in found}
+    info = merged_info([metric_info(r.results) for r in found])
     flat = pd.DataFrame({name: {k: v["value"] for k, v in m.items()} for name, m in rows.items()}).T
     with atomic_write(root / "summary.csv", "w") as f:
         flat.to_csv(f)
-    table = metrics_table(rows)
-    cmig = "\n".join(f"- {n}: CMIG {fmt(m.get('test/cmig'))}" for n, m in rows.items())
-    png = plot(rows, root / "metrics.png")
-    md = f"# Report: {root}\n\nGenerated follow-ups, patient-bootstrap 95% CIs.\n\n{table}\n\n{cmig}\n\n![metrics](metrics.png)\n"
-    with atomic_write(root / "report.md", "w") as f:
-        f.write(md)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", *[c for c in HEADLINE]])
-    body = "".join("<tr><td>" + html.escape(n) + "</td>" + "".join(f"<td>{fmt(m.get(f'test/{c}'))}</td>" for c in HEADLINE)
-                   + "</tr>" for n, m in rows.items())
-    page = (f"<!doctype html><meta charset=utf-8><title>bjexp report</title><h1>{html.escape(str(root))}</h1>"
-            f"<p>Generated follow-ups; values with patient-bootstrap 95% CIs.</p><table border=1 cellpadding=4>"
-            f"<tr>{head}</tr>{body}</table><p><img src='metrics.png'></p>")
-    with atomic_write(root / "report.html", "w") as f:
-        f.write(page)
+    table = metrics_table(rows, info)
+    png = root / "metrics.png"
+    with atomic_write(png) as f:
+        f.write(study.metrics_plot(found, info) or b"")
+    single = load_results(root)
+    if single is not None:  # a run folder: its own full report
+        md_path = write_run_report(root, single)
+        md = md_path.read_text()
+    else:
+        md = "\n".join([f"# Report: {root}", "", "Generated follow-ups; patient-bootstrap 95% CIs where the metric has "
+                        "one. The full study report (images, plots, config): report.html.", "",
+                        table, "", "Metrics:", *legend(info, headline(info)), "", "![metrics](metrics.png)", ""])
+        with atomic_write(root / "report.md", "w") as f:
+            f.write(md)
+    page = study.write_html(root, found, info, grid_pairs=int(getattr(rcfg, "grid_pairs", 8) or 8))
+    out = {"markdown": root / "report.md", "html": page, "csv": root / "summary.csv", "plot": png}
     if os.environ.get("WANDB_MODE", "offline") == "online":
         import wandb
 
-        with wandb.init(project="bjexp", job_type="report", name=f"report-{root.name}") as r:
+        with wandb.init(project="bjexp", job_type="report", name=f"report-{root.name}",
+                        config={"metric_info": info}) as r:
             r.log({"summary": wandb.Table(dataframe=flat.reset_index(names="run"))})
+    if rcfg is not None and rcfg.wandb:
+        from bjexp.tracking import wandb_report
+
+        project = rcfg.wandb_project or (logger_cfg.project if logger_cfg is not None else "bjexp")
+        entity = rcfg.wandb_entity or (logger_cfg.entity if logger_cfg is not None else None)
+        with_refs = metrics_table({**rows, **dict(study.reference_rows(found))}, info)
+        print(wandb_report.publish(root, found, info, project=project, entity=entity, table_md=with_refs))
+        if (root / "wandb_report.json").is_file():
+            out["wandb_spec"] = root / "wandb_report.json"
     print(md)
-    return {"markdown": root / "report.md", "html": root / "report.html", "csv": root / "summary.csv", "plot": png}
+    print(f"study report: {page}")
+    return out
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     if not cfg.run:
         raise SystemExit("usage: python -m bjexp.report run=<run dir or multirun dir>")
-    write(Path(cfg.run))
+    write(Path(cfg.run), cfg.report, cfg.logger)
 
 
 if __name__ == "__main__":

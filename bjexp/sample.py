@@ -68,7 +68,7 @@ def generate(cfg: DictConfig, data, generator, run_dir: Path, prompt: str = "tex
         write_round_trips(data, test_rows(data.df, cfg.eval.max_pairs), generator, vae_dir(run_dir), s.batch_size)
     device = getattr(generator, "device", "cpu")
     with progress() as bar, ThreadPoolExecutor(max_workers=1) as writer:
-        task = bar.add_task(f"sample {len(rows)} test pairs ({s.name}, {s.steps} steps)", total=len(rows))
+        task = bar.add_task(f"sample ({s.name}, {s.steps} steps)", total=len(rows), unit="pairs")
         pending = None
         for i in range(0, len(rows), s.batch_size):
             chunk = rows[i:i + s.batch_size]

@@ -41,7 +41,7 @@ def run(cfg: DictConfig) -> dict:
     from bjexp.methods import build_method
     from bjexp.slurm import is_rank_zero
     from bjexp.tracking import runinfo
-    from bjexp.tracking.wandb_log import log_results, make_loggers
+    from bjexp.tracking.wandb_log import log_results, make_loggers, may_upload_images
     from bjexp.workflow import fit, load_data
 
     run_dir = Path(cfg.paths.run_dir)
@@ -69,7 +69,7 @@ def run(cfg: DictConfig) -> dict:
         results = evaluate.evaluate(cfg, data, run_dir)
     results["timings_s"] = clock.laps
     write_json(run_dir / "results.json", results)
-    log_results(loggers, results, run_dir / "grid.png")
+    log_results(loggers, results, run_dir / "grid.png" if may_upload_images(cfg) else None)
     print(f"results: {run_dir / 'results.json'}  report: {run_dir / 'report.md'}")
     return {k: v["value"] for k, v in results["metrics"].items()}
 

@@ -104,6 +104,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, loggers) -> L.Trainer:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from bjexp import slurm
+    from bjexp.tracking.progress_bar import StepProgressBar
 
     t = cfg.trainer
     ckpt = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), save_last=True, save_top_k=0,
@@ -115,7 +116,9 @@ def make_trainer(cfg: DictConfig, run_dir: Path, loggers) -> L.Trainer:
                      accumulate_grad_batches=t.accumulate_grad_batches, deterministic=t.deterministic,
                      enable_progress_bar=t.enable_progress_bar, logger=loggers or False,
                      # submitit owns requeueing: Lightning's auto-requeue off, SIGTERM handed back to submitit
-                     callbacks=[ckpt, *slurm.lightning_callbacks()], plugins=slurm.lightning_plugins(), default_root_dir=str(run_dir), num_sanity_val_steps=0,
+                     callbacks=[ckpt, *slurm.lightning_callbacks(),
+                                *([StepProgressBar()] if t.enable_progress_bar else [])],  # steps, not epochs
+                     plugins=slurm.lightning_plugins(), default_root_dir=str(run_dir), num_sanity_val_steps=0,
                      use_distributed_sampler=False)  # StepBatchSampler shards by rank itself
 
 

@@ -39,3 +39,20 @@ def compose(overrides: list[str] | None = None, config_name: str = "config"):
     schema.register()
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         return hcompose(config_name, overrides=overrides or [], return_hydra_config=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, cache_dir):
+    """One finished tiny main job shared by the console, report and demo tests. Its stdout is a pipe (not a
+    terminal), progress is on with a line per update, so the console is what a SLURM log would hold."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    run = tmp_path_factory.mktemp("tiny-run") / "run"
+    env = {**os.environ, "BJEXP_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "BJEXP_PROGRESS": "1"}
+    cmd = [sys.executable, "-m", "bjexp.train", *TINY, "trainer.enable_progress_bar=true", "progress.interval_s=0",
+           f"hydra.run.dir={run}"]
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-6000:]
+    return SimpleNamespace(dir=run, stdout=p.stdout, stderr=p.stderr)

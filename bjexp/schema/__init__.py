@@ -19,4 +19,7 @@ def register() -> None:
         return
     for mod in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{mod.name}")
+    from bjexp import help  # the resolvers `--help` reads
+
+    help.register()
     _registered = True

@@ -54,6 +54,34 @@ class LoggerConfig:
     mode: str = "${oc.env:WANDB_MODE,offline}"
     group: Optional[str] = None
     tags: list[str] = field(default_factory=list)
+    # Upload image grids to W&B: true / false; null = only when `data.images_shareable` (not for MIMIC: its data
+    # use agreement forbids sharing derived images with third parties).
+    log_images: Optional[bool] = None
+
+
+@dataclass
+class ProgressConfig:
+    # When stdout is not a terminal (SLURM logs, CI, nohup): seconds between progress lines of a long loop
+    # (training: step, loss, rate, ETA; sampling: pairs). On a terminal a bar shows instead.
+    interval_s: float = 30.0
+
+
+@dataclass
+class DemoConfig:
+    """`python -m bjexp.demo run=<dir>`: where the gradio app listens. Localhost and no share link by default
+    (MIMIC's data use agreement: no third parties); `host: 0.0.0.0` exposes it on the network."""
+    host: str = "127.0.0.1"
+    port: Optional[int] = None  # None: gradio's first free port from 7860
+    share: bool = False
+
+
+@dataclass
+class ReportConfig:
+    """`python -m bjexp.report run=<run or sweep dir>`: what the study report holds and where it goes."""
+    grid_pairs: int = 8  # test pairs (distinct patients, changed pairs first) in the image strips
+    wandb: bool = False  # also build a W&B Report (wandb-workspaces): saved when W&B is online, else a spec file
+    wandb_project: Optional[str] = None  # default: logger.project
+    wandb_entity: Optional[str] = None  # default: logger.entity
 
 
 @dataclass
@@ -72,6 +100,9 @@ class Config:
     trainer: Any = MISSING
     logger: Any = MISSING
     seed: int = 0
+    progress: ProgressConfig = field(default_factory=ProgressConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     # Stage-specific inputs (e.g. `python -m bjexp.evaluate run=<dir>`): a previous run directory to read.
     run: Optional[str] = None
     # Extra tags recorded with the run (free-form, e.g. the study name set by experiment configs).

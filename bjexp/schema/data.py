@@ -17,6 +17,8 @@ class PoseConfig:
 @dataclass
 class SyntheticDataConfig:
     name: str = "synthetic"
+    # Images derived from this data may go to an online tracker (W&B) by default (logger.log_images overrides).
+    images_shareable: bool = True
     builder: str = "bjexp.data.synthetic.build_manifest"
     image_size: int = 64
     n_patients: int = 900

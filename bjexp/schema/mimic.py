@@ -20,6 +20,9 @@ class ImageStoreConfig:
 @dataclass
 class MimicDataConfig:
     name: str = "mimic"
+    # MIMIC's data use agreement: no derived images to third parties, so none to an online W&B unless
+    # logger.log_images=true is set explicitly.
+    images_shareable: bool = False
     builder: str = "bjexp.data.mimic.build.build_manifest"
     # Where the MIMIC-CXR-JPG download lives (the CSVs + files/); default: paths.mimic_root.
     root: Optional[str] = "${paths.mimic_root}"
@@ -55,6 +58,7 @@ class MimicDataConfig:
 class RealPairsDataConfig:
     """Real same-patient pairs (../shared/data/real-cxr/pairs.csv) as a manifest: the pipeline on real pixels."""
     name: str = "real_pairs"
+    images_shareable: bool = False  # public datasets under their own licences: opt in with logger.log_images=true
     builder: str = "bjexp.data.real_pairs.build_manifest"
     # Folder that holds pairs.csv (+ mhh_covid19/metadata.csv for sex/age).
     root: Optional[str] = "${oc.env:BJEXP_REAL_CXR,null}"

@@ -9,7 +9,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bjexp.io import write_json
 
@@ -83,10 +83,12 @@ def _command_overrides() -> tuple[list[str], set[str]]:
         return [], set()
 
 
-def run_config(cfg: DictConfig, overrides: list[str] | None = None, groups: set[str] | None = None) -> DictConfig:
+def run_config(cfg: DictConfig, overrides: list[str] | None = None, groups: set[str] | None = None,
+               own: tuple[str, ...] = ()) -> DictConfig:
     """The config a stage acts on when given `run=<dir>`: that run's own resolved `config.yaml`, with this command's
     key=value overrides on top (e.g. `eval.n_bootstrap=200`). Without `run=`, `cfg` itself. Group choices are the
-    run's: switching one (e.g. `registration=affine_ecc`) would describe a different run, so it is refused."""
+    run's: switching one (e.g. `registration=affine_ecc`) would describe a different run, so it is refused.
+    `own`: this stage's sections (e.g. `demo`), taken from this command's config, not from the run's."""
     if not cfg.get("run"):
         return cfg
     run_dir = Path(cfg.run)
@@ -95,7 +97,7 @@ def run_config(cfg: DictConfig, overrides: list[str] | None = None, groups: set[
         raise FileNotFoundError(f"{saved} not found: run= must name a run directory written by `python -m bjexp.train`")
     if overrides is None:
         overrides, groups = _command_overrides()
-    overrides = [o for o in overrides if o.split("=", 1)[0] != "run"]
+    overrides = [o for o in overrides if o.split("=", 1)[0] != "run" and o.split(".", 1)[0].lstrip("+~") not in own]
     info = run_dir / "run.json"
     chosen = json.loads(info.read_text()).get("choices", {}) if info.is_file() else {}
     switched = [o for o in overrides if (k := o.split("=", 1)[0].lstrip("+~")) in (groups or set())
@@ -107,6 +109,10 @@ def run_config(cfg: DictConfig, overrides: list[str] | None = None, groups: set[
     base = OmegaConf.load(saved)
     OmegaConf.set_struct(base, True)  # a mistyped key fails here, naming it
     out = OmegaConf.merge(base, OmegaConf.from_dotlist(values))
+    for k in own:
+        if k in cfg:
+            with open_dict(out):
+                out[k] = cfg[k]
     out.run = str(run_dir)
     out.paths.run_dir = str(run_dir)
     return out

@@ -22,23 +22,38 @@ def loggable_config(cfg: DictConfig) -> dict:
 
 
 def make_loggers(cfg: DictConfig, run_dir: Path, run_info: dict) -> list:
-    """Lightning loggers for this run: W&B (offline by default) or CSV; rank 0 writes."""
+    """Lightning loggers for this run: CSV (csv/metrics.csv, the loss curves the study report plots), plus W&B
+    (offline by default) for logger=wandb; none for logger=none. Rank 0 writes."""
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
     lg = cfg.logger
     if lg.name == "none":
         return []
+    csv = CSVLogger(save_dir=str(run_dir), name="csv", version="")  # the loss curves the study report plots
     if lg.name == "csv":
-        return [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+        return [csv]
     os.environ.setdefault("WANDB_MODE", lg.mode)
     os.environ.setdefault("WANDB_SILENT", "true")
     choices = run_info.get("choices", {})
     name = "-".join(f"{choices[g]}" for g in ("method", "encoder", "conditioning", "registration") if g in choices) or None
-    # The run id is stable per run dir, so a requeued/resumed job continues the same W&B run.
-    run_id = "bj-" + __import__("hashlib").sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]
-    return [WandbLogger(project=lg.project, entity=lg.entity, group=lg.group or cfg.get("study"), tags=list(lg.tags),
+    run_id = wandb_run_id(run_dir)
+    return [csv, WandbLogger(project=lg.project, entity=lg.entity, group=lg.group or cfg.get("study"), tags=list(lg.tags),
                         name=name, save_dir=str(run_dir), id=run_id, resume="allow", mode=lg.mode,
                         config={**loggable_config(cfg), "run_info": run_info})]
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """Stable per run dir, so a requeued/resumed job continues the same W&B run (and a report can find it)."""
+    import hashlib
+
+    return "bj-" + hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]
+
+
+def may_upload_images(cfg: DictConfig) -> bool:
+    """Whether image grids may go to W&B: `logger.log_images` when set, else `data.images_shareable` (the miniature
+    world: yes; MIMIC: no, its data use agreement forbids giving derived images to third parties)."""
+    explicit = cfg.logger.get("log_images")
+    return bool(explicit) if explicit is not None else bool(cfg.data.get("images_shareable", False))
 
 
 def log_results(loggers: list, results: dict, grid: Path | None) -> None:
