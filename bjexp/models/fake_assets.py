@@ -1,6 +1,7 @@
 """Tiny random weights in the exact formats of the real assets, for tests and for smoke-running the real-world
 configs without downloads: a diffusers Stable Diffusion folder (`save_pretrained`; CLIP text model + a real CLIP
-BPE tokenizer built from open_clip's merges) and a BiomedCLIP-style open_clip `local-dir:` folder (HF BERT tower
+BPE tokenizer built from open_clip's merges; the same layout serves RoentGen), an InstructPix2Pix one (8-channel
+UNet, Euler-ancestral scheduler, `StableDiffusionInstructPix2PixPipeline.save_pretrained`) and a BiomedCLIP-style open_clip `local-dir:` folder (HF BERT tower
 named by its hub id as in the real open_clip_config.json, WordPiece vocab, BERT config, weights as .bin).
 `write_fake_assets(dir)` fills an assets folder so `paths.assets_dir=dir model=sd15` runs end to end."""
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from bjexp.models.assets import get
+from bjexp.assets import get
 
 
 def clip_tokenizer_files(folder: Path, n_merges: int = 2000) -> None:
@@ -27,14 +28,18 @@ def clip_tokenizer_files(folder: Path, n_merges: int = 2000) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
 
 
-def write_tiny_sd(folder: str | Path, seed: int = 0, width: int = 32, sample_size: int = 16) -> Path:
-    """A diffusers SD1.5-format folder with tiny random weights (4-channel UNet, 3-channel VAE, 2x downsampling)."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+def write_tiny_sd(folder: str | Path, seed: int = 0, width: int = 32, sample_size: int = 16,
+                  instruct_pix2pix: bool = False) -> Path:
+    """A diffusers SD1.5-format folder with tiny random weights (4-channel UNet, 3-channel VAE, 2x downsampling);
+    `instruct_pix2pix`: the timbrooks/instruct-pix2pix layout instead (8-channel UNet, Euler-ancestral)."""
+    from diffusers import (AutoencoderKL, EulerAncestralDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
+                           StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
+    unet = UNet2DConditionModel(sample_size=sample_size, in_channels=8 if instruct_pix2pix else 4, out_channels=4,
+                                layers_per_block=1,
                                 block_out_channels=(width, 2 * width), norm_num_groups=8,
                                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=width,
@@ -49,11 +54,17 @@ def write_tiny_sd(folder: str | Path, seed: int = 0, width: int = 32, sample_siz
                                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
                                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                         pad_token_id=tokenizer.pad_token_id))
-    sched = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
-                          steps_offset=1, set_alpha_to_one=False)
-    StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=sched,
-                            safety_checker=None, feature_extractor=None,
-                            requires_safety_checker=False).save_pretrained(folder)
+    betas = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+    if instruct_pix2pix:
+        StableDiffusionInstructPix2PixPipeline(
+            vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+            scheduler=EulerAncestralDiscreteScheduler(**betas, timestep_spacing="leading"), safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False).save_pretrained(folder)
+    else:
+        StableDiffusionPipeline(
+            vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+            scheduler=PNDMScheduler(**betas, skip_prk_steps=True, set_alpha_to_one=False), safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False).save_pretrained(folder)
     import shutil
 
     shutil.rmtree(tok_dir)
@@ -94,9 +105,17 @@ def write_tiny_biomedclip(folder: str | Path, seed: int = 0, width: int = 48, co
     return folder
 
 
-def write_fake_assets(assets_dir: str | Path, seed: int = 0) -> Path:
-    """Fill `assets_dir` with tiny stand-ins for sd15 and biomedclip, at the registry's folder names."""
+WRITERS = {
+    "sd15": lambda folder, seed: write_tiny_sd(folder, seed),
+    "roentgen": lambda folder, seed: write_tiny_sd(folder, seed),  # RoentGen ships the SD1.x diffusers layout
+    "instructpix2pix": lambda folder, seed: write_tiny_sd(folder, seed, instruct_pix2pix=True),
+    "biomedclip": lambda folder, seed: write_tiny_biomedclip(folder, seed, width=32),
+}
+
+
+def write_fake_assets(assets_dir: str | Path, seed: int = 0, names: tuple[str, ...] = ("sd15", "biomedclip")) -> Path:
+    """Fill `assets_dir` with tiny stand-ins for the model assets `names`, at the registry's folder names."""
     root = Path(assets_dir)
-    write_tiny_sd(get("sd15").path(root), seed)
-    write_tiny_biomedclip(get("biomedclip").path(root), seed, width=32)
+    for name in names:
+        WRITERS[name](get(name).path(root), seed)
     return root
