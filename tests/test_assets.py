@@ -226,6 +226,11 @@ def test_pickle_without_any_checksum_loads_with_a_warning(xrv_files, tmp_path, c
     with caplog.at_level(logging.WARNING, logger="bjexp.assets.local"):
         assets.require("sex", folder=tmp_path)
     assert f"record sex --folder {tmp_path}" in caplog.text and "unpickled" in caplog.text
+    assert cli(["record", "sex", "--folder", str(tmp_path)]) == 0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bjexp.assets.local"):
+        assets.require("sex", folder=tmp_path)
+    assert caplog.text == ""  # recorded now: verified, no warning
 
 
 def test_corrupt_published_checksum_is_named(xrv_files, tmp_path):

@@ -80,12 +80,6 @@ def cmd_verify(root: Path, names: list[str], checksums: bool, folder: Path | Non
 
 def cmd_record(name: str, root: Path, folder: Path | None) -> int:
     """Record the sha256 of a folder filled by hand (RoentGen, or weights you copied), so loads verify them."""
-    a = get(name)
-    if a.includes:
-        lacking = {n: status(n, root, None, checksums)[0] for n in a.includes}
-        lacking = {n: s for n, s in lacking.items() if s != "ok"}
-        state = "CORRUPT" if "CORRUPT" in lacking.values() else ("MISSING" if lacking else "ok")
-        return state, (f"  needs: {', '.join(lacking)} (`{a.fetch_command}`)" if lacking else "")
     problems = check_folder(name, folder, assets_dir=root)
     if problems:
         raise MissingWeightsError(*problems)
