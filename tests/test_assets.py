@@ -89,7 +89,7 @@ def test_missing_error_is_multiline_and_names_path_and_fetch_command(tmp_path):
     msg = str(e.value)
     assert isinstance(e.value, FileNotFoundError)
     assert msg.count("\n") >= 2 and "\\n" not in msg
-    assert str(tmp_path / "stable-diffusion-v1-5") in msg and "python -m bjexp.assets fetch sd15" in msg
+    assert str(tmp_path / "stable-diffusion-v1-5") in msg and f"python -m bjexp.assets --dir {tmp_path} fetch sd15" in msg
 
     own = tmp_path / "my-sd"  # a user's folder (model.pretrained_path): the command fetches into it
     own.mkdir()
@@ -295,7 +295,7 @@ def test_fetch_unknown_offline_or_undownloadable_is_one_line_no_traceback(tmp_pa
 def test_verify_names_the_runs_the_present_assets_enable(models, tmp_path, capsys):
     assert cli(["--dir", str(tmp_path), "verify"]) == 0  # a report: nothing was required
     out = capsys.readouterr().out
-    assert "python -m bjexp.assets fetch sd15" in out and not re.search(r"^\s+yes ", out, re.M)
+    assert f"python -m bjexp.assets --dir {tmp_path} fetch sd15" in out and not re.search(r"^\s+yes ", out, re.M)
     assert cli(["--dir", str(tmp_path), "verify", "sd15"]) == 1
 
     assert cli(["--dir", str(models), "verify", "sd15", "biomedclip", "instructpix2pix", "roentgen"]) == 0

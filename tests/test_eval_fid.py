@@ -94,7 +94,7 @@ def test_missing_fid_weights_error_names_file_checksum_and_command(tmp_path):
                         inception_weights=tmp_path / "torch-fidelity" / "weights-inception-2015-12-05-6726825d.pth")
     msg = str(e.value)
     assert "weights-inception-2015-12-05-6726825d.pth" in msg and "6726825d" in msg
-    assert f"python -m bjexp.assets fetch inception --folder {tmp_path / 'torch-fidelity'}" in msg
+    assert f"python -m bjexp.assets --dir {tmp_path} fetch inception" in msg
 
 
 def test_inception_checksum_is_verified(tmp_path):

@@ -62,7 +62,7 @@ def test_train_entry_point_fails_in_seconds_without_weights(tmp_path):
                         "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode != 0
-    assert "missing weights" in r.stderr and "python -m bjexp.assets fetch sd15" in r.stderr
+    assert "missing weights" in r.stderr and f"python -m bjexp.assets --dir {tmp_path / 'none'} fetch sd15" in r.stderr
     assert not (tmp_path / "cache").exists()
 
 

@@ -6,7 +6,7 @@ each asset enables; `require(name, ...)` is what every loader calls before readi
 fetched), and accepts a user's own folder (`folder=`). `python -m bjexp.assets` lists, verifies, fetches.
 """
 from bjexp.assets.checksums import read_record, record_checksums, sha256
-from bjexp.assets.fetch import fetch
+from bjexp.assets.download import fetch
 from bjexp.assets.local import check_folder, checksum_failures, get, members, registry, require, unverifiable
 from bjexp.assets.spec import (Asset, ChecksumError, FetchError, HubSource, MissingWeightsError, Problem, Run,
                                UnknownAssetError, UrlFile, default_assets_dir)

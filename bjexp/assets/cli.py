@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 from bjexp.assets.checksums import files_in, record_checksums
-from bjexp.assets.fetch import fetch
-from bjexp.assets.local import checksum_failures, check_folder, folder_of, get, members, registry, unverifiable
+from bjexp.assets.download import fetch
+from bjexp.assets.local import checksum_failures, check_folder, command_for, folder_of, get, members, registry, \
+    unverifiable
 from bjexp.assets.spec import CLI, FetchError, MissingWeightsError, UnknownAssetError, default_assets_dir
 from bjexp.assets.table import RUNS
 
@@ -24,7 +25,7 @@ def status(name: str, root: Path, folder: Path | None = None, checksums: bool = 
         lacking = {n: status(n, root, None, checksums)[0] for n in a.includes}
         lacking = {n: s for n, s in lacking.items() if s != "ok"}
         state = "CORRUPT" if "CORRUPT" in lacking.values() else ("MISSING" if lacking else "ok")
-        return state, (f"  needs: {', '.join(lacking)} (`{a.fetch_command}`)" if lacking else "")
+        return state, (f"  needs: {', '.join(lacking)} (`{command_for('fetch', a, a.path(root))}`)" if lacking else "")
     problems = check_folder(name, folder, assets_dir=root)
     if problems:
         return "MISSING", "\n".join(p.text().split("\n", 1)[1] for p in problems)
@@ -34,7 +35,8 @@ def status(name: str, root: Path, folder: Path | None = None, checksums: bool = 
             return "CORRUPT", "\n".join("  " + str(e).replace("\n", "\n  ") for e in bad)
         loose = unverifiable(name, folder, assets_dir=root)
         if loose:
-            return "ok", f"  no checksum recorded for {', '.join(map(str, loose))}: `{CLI} record {name}`"
+            cmd = command_for("record", a, folder_of(a, root, folder))
+            return "ok", f"  no checksum recorded for {', '.join(map(str, loose))}: `{cmd}`"
     return "ok", ""
 
 
@@ -49,7 +51,7 @@ def cmd_list(root: Path) -> int:
                                                            for u in a.urls]) or "no download (see below)"
         print(f"\n{a.name}{' (optional)' if a.optional else ''}: {a.description}\n  folder:  {a.path(root)}"
               + (f"  (config: {a.config_key})" if a.config_key else "") + f"\n  source:  {source}\n  "
-              + (f"fetch:   {a.fetch_command}" if a.downloadable else f"obtain:  {a.how_to_obtain}"))
+              + (f"fetch:   {command_for('fetch', a, a.path(root))}" if a.downloadable else f"obtain:  {a.how_to_obtain}"))
     return 0
 
 
@@ -57,15 +59,14 @@ def cmd_verify(root: Path, names: list[str], checksums: bool, folder: Path | Non
     """One line per asset, then the runs the present assets enable. Exit 1 when a named asset is missing or
     corrupt, or (with --checksums) any present asset is corrupt."""
     print(f"assets folder: {root}")
-    states, failed = {}, False
+    failed = False
     for a in registry().values():
         if names and a.name not in names:
             continue
         state, detail = status(a.name, root, folder, checksums)
-        states[a.name] = state
         where = folder if folder is not None else ("" if a.includes else a.path(root))
         if state == "MISSING" and a.optional and not names:
-            print(f"absent   {a.name:<24} (optional) {a.fetch_command}")
+            print(f"absent   {a.name:<24} (optional) {command_for('fetch', a, a.path(root))}")
             continue
         print(f"{state:<8} {a.name:<24} {where}" + (f"\n{detail}" if detail else ""))
         failed |= state == "CORRUPT" or (state == "MISSING" and bool(names))

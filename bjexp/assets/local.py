@@ -41,15 +41,20 @@ def folder_of(a: Asset, assets_dir: str | Path | None, folder: str | Path | None
     return a.path(assets_dir)
 
 
-def _cmd(verb: str, a: Asset, path: Path, assets_dir: str | Path | None) -> str:
-    """`python -m bjexp.assets <verb> NAME`, with --folder when `path` is not the asset's place in the assets dir."""
-    return f"{CLI} {verb} {a.name}" + ("" if path == a.path(assets_dir) else f" --folder {path}")
+def command_for(verb: str, a: Asset, path: Path) -> str:
+    """`python -m bjexp.assets <verb> NAME` for `path`: --dir when it is the asset's place in another assets dir
+    (paths.assets_dir overridden), --folder when it is a folder of the user's own."""
+    if path == a.path(default_assets_dir()):
+        return f"{CLI} {verb} {a.name}"
+    if path == a.path(path.parent) and a.folder != ".":
+        return f"{CLI} --dir {path.parent} {verb} {a.name}"
+    return f"{CLI} {verb} {a.name} --folder {path}"
 
 
-def _fix(a: Asset, path: Path, assets_dir: str | Path | None) -> str:
+def _fix(a: Asset, path: Path) -> str:
     if not a.downloadable:
         return f"obtain it: {a.how_to_obtain}"
-    return f"fill it by hand, or fetch it when online: {_cmd('fetch', a, path, assets_dir)}"
+    return f"fill it by hand, or fetch it when online: {command_for('fetch', a, path)}"
 
 
 def has_entry(folder: Path, entry: str) -> bool:
@@ -66,7 +71,7 @@ def check_folder(name: str, folder: str | Path | None = None, *, assets_dir: str
         path = folder_of(a, assets_dir, folder)
         missing = tuple(r for r in a.required_in(subfolders) if not has_entry(path, r))
         if missing:
-            problems.append(Problem(f"{a.name} ({a.description})", path, missing, fix=_fix(a, path, assets_dir)))
+            problems.append(Problem(f"{a.name} ({a.description})", path, missing, fix=_fix(a, path)))
             continue
         for file, key, want in a.config_checks:
             if subfolders and file.split("/")[0] not in subfolders:
@@ -75,7 +80,7 @@ def check_folder(name: str, folder: str | Path | None = None, *, assets_dir: str
             if got != want:
                 problems.append(Problem(f"{a.name} ({a.description})", path,
                                         detail=f"{file} has {key}={got}, expected {want}: not a {a.name} folder",
-                                        fix=_fix(a, path, assets_dir)))
+                                        fix=_fix(a, path)))
     return problems
 
 
@@ -100,10 +105,10 @@ def checksum_failures(name: str, folder: str | Path | None = None, *, assets_dir
             digest = sha256(path / f)
             if u and u.published and not (digest == u.sha256 if u.sha256 else digest.startswith(u.sha256_prefix)):
                 out.append(ChecksumError(path / f, digest, u.sha256 or u.sha256_prefix + "…", "published with the file",
-                                         f"delete it and fetch again: `{_cmd('fetch', a, path, assets_dir)}`"))
+                                         f"delete it and fetch again: `{command_for('fetch', a, path)}`"))
             elif recorded and digest != recorded:
-                fix = (f"delete it and fetch again: `{_cmd('fetch', a, path, assets_dir)}`" if a.downloadable else
-                       f"put the original back, or after changing it on purpose: `{_cmd('record', a, path, assets_dir)}`")
+                fix = (f"delete it and fetch again: `{command_for('fetch', a, path)}`" if a.downloadable else
+                       f"put the original back, or after changing it on purpose: `{command_for('record', a, path)}`")
                 out.append(ChecksumError(path / f, digest, recorded, f"recorded in {path / RECORD}", fix))
     return out
 
@@ -145,6 +150,6 @@ def require(name: str, assets_dir: str | Path | None = None, *, folder: str | Pa
             raise bad[0]
         for m in members(name):
             for p in unverifiable(m.name, folder, assets_dir=assets_dir):
-                _warn_unverified(p, _cmd("record", m, p.parent, assets_dir))
+                _warn_unverified(p, command_for("record", m, p.parent))
     a = get(name)
     return Path(assets_dir or default_assets_dir()) if a.includes else folder_of(a, assets_dir, folder)
