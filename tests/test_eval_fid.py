@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bjexp.eval import assets, fake_weights, fid
+from bjexp import assets
+from bjexp.eval import fake_weights, fid
 from bjexp.eval.xrv import load_densenet, to_resolution
 from bjexp.imaging import uint8_to_xrv
 
@@ -76,7 +77,7 @@ def test_xrv_fid_pipeline_matches_direct_features_and_caches_reference(xrv_dir, 
     assert cold["metrics"]["test/fid/xrv-densenet121-features2"] == pytest.approx(direct, rel=1e-3)
     pol = cold["policy"]
     assert pol["n"] == 6 and pol["weights"][fid.XRV_EXTRACTOR]["sha256"] == assets.sha256(
-        xrv_dir / assets.get("densenet121-res224-chex").filename)
+        xrv_dir / assets.get("densenet121-res224-chex").file)
 
     # the cache name is the reference content: another reference set cannot hit this entry
     assert pol["reference_images_hash"] == fid.images_hash(ref) != fid.images_hash(ref[::-1].copy())
@@ -93,7 +94,7 @@ def test_missing_fid_weights_error_names_file_checksum_and_command(tmp_path):
                         inception_weights=tmp_path / "torch-fidelity" / "weights-inception-2015-12-05-6726825d.pth")
     msg = str(e.value)
     assert "weights-inception-2015-12-05-6726825d.pth" in msg and "6726825d" in msg
-    assert assets.FETCH_COMMAND in msg
+    assert f"python -m bjexp.assets --dir {tmp_path} fetch inception" in msg
 
 
 def test_inception_checksum_is_verified(tmp_path):

@@ -13,7 +13,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bjexp.eval import assets, cache, fake_weights, fid
+from bjexp import assets
+from bjexp.eval import cache, fake_weights, fid
 from bjexp.eval.xrv import RACE_CLASSES, XRVPredictor, import_xrv
 from bjexp.imaging import uint8_to_xrv
 
@@ -40,8 +41,9 @@ def test_missing_weights_one_error_listing_every_file_never_downloads(tmp_path, 
         XRVPredictor(cache_dir=str(tmp_path))
     msg = str(e.value)
     for name in ("densenet121-res224-chex", "race", "age", "sex"):
-        assert str(tmp_path / assets.get(name).filename) in msg
-    assert assets.FETCH_COMMAND in msg
+        assert str(tmp_path / assets.get(name).file) in msg
+        assert f"python -m bjexp.assets fetch {name} --folder {tmp_path}" in msg
+    assert "\n" in msg and "\\n" not in msg  # a readable multi-line message, not literal backslash-n
 
 
 def test_findings_not_predicted_by_weights_are_rejected(xrv_dir):
@@ -172,7 +174,7 @@ def test_end_to_end_real_images_results_and_caches(xrv_dir, tmp_path):
     prov = res["provenance"]
     assert prov["predictor"]["pathology_weights"] == "densenet121-res224-chex"
     assert prov["predictor"]["files"]["pathology"]["sha256"] == assets.sha256(
-        xrv_dir / assets.get("densenet121-res224-chex").filename)
+        xrv_dir / assets.get("densenet121-res224-chex").file)
     assert prov["versions"]["torchxrayvision"] == "1.5.7"
     assert len(list((tmp_path / "cache" / "eval" / "predictions").glob("*.npz"))) == 2  # current + prior
 

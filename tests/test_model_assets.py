@@ -1,11 +1,10 @@
-"""Real-weight plumbing without real weights: the assets registry/CLI, fail-fast on missing folders, the
-BiomedCLIP open_clip format (a faithful tiny fake), and the sd15 model preset."""
+"""Real-weight plumbing without real weights: fail-fast on missing folders, the BiomedCLIP open_clip format (a
+faithful tiny fake), and the sd15 model preset. The registry and its CLI: tests/test_assets.py."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -13,11 +12,9 @@ import torch
 
 from conftest import compose
 
-from bjexp import assets as cli
-from bjexp.models import assets as reg
-from bjexp.models.assets import MissingWeightsError
+from bjexp.assets import MissingWeightsError
 from bjexp.models.build import build_encoder, build_scheme, build_unet, check_weights
-from bjexp.models.fake_assets import write_fake_assets, write_tiny_biomedclip
+from bjexp.models.fake_assets import write_fake_assets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +62,7 @@ def test_train_entry_point_fails_in_seconds_without_weights(tmp_path):
                         "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode != 0
-    assert "missing weights" in r.stderr and "python -m bjexp.assets fetch sd15" in r.stderr
+    assert "missing weights" in r.stderr and f"python -m bjexp.assets --dir {tmp_path / 'none'} fetch sd15" in r.stderr
     assert not (tmp_path / "cache").exists()
 
 
@@ -104,63 +101,6 @@ def test_cross_attention_width_mismatch_is_a_clear_error(fake_assets):
         build_unet(cfg, build_scheme(cfg), 4, 768, 16)
 
 
-def test_verify_list_and_checksums(fake_assets, tmp_path, capsys):
-    assert cli.main(["--dir", str(tmp_path), "verify"]) == 0  # a report; nothing was required
-    assert "fetch sd15" in capsys.readouterr().out
-    assert cli.main(["--dir", str(tmp_path), "verify", "sd15"]) == 1
-    assert cli.main(["--dir", str(fake_assets), "verify", "sd15", "biomedclip"]) == 0
-    assert cli.main(["--dir", str(fake_assets), "list"]) == 0
-    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in capsys.readouterr().out
-    folder = fake_assets / "biomedclip"
-    reg.write_record(folder, [{"repo_id": "test"}])
-    assert reg.check_record(folder) == []
-    (folder / "vocab.txt").write_text((folder / "vocab.txt").read_text() + "extra\n")
-    assert reg.check_record(folder) == ["vocab.txt"]
-    assert cli.main(["--dir", str(fake_assets), "verify", "--checksums"]) == 1
-    (folder / "bjexp-asset.json").unlink()
-
-
-def test_fetch_downloads_all_or_nothing(tmp_path, monkeypatch):
-    import huggingface_hub
-
-    calls = []
-
-    def fake_snapshot(repo_id, revision, allow_patterns, local_dir):
-        calls.append(repo_id)
-        if repo_id.startswith("microsoft/BiomedCLIP"):
-            write_tiny_biomedclip(local_dir)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
-    dest = cli.fetch("biomedclip", tmp_path)
-    assert calls == [s.repo_id for s in reg.get("biomedclip").sources]
-    assert dest == tmp_path / "biomedclip" and reg.get("biomedclip").missing(tmp_path) == []
-    assert reg.check_record(dest) == [] and (dest / "bjexp-asset.json").is_file()
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: None)  # an empty download
-    with pytest.raises(RuntimeError, match="lacks"):
-        cli.fetch("sd15", tmp_path)
-    assert not (tmp_path / "stable-diffusion-v1-5").exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["biomedclip"]  # no half-written folder left behind
-
-
-def test_registry_includes_eval_assets_when_that_module_exists(tmp_path, capsys):
-    """bjexp.eval.assets (issue 6) supplies `eval` (the default evaluation weights) + optional classifiers;
-    verify checks their published checksums."""
-    ev = pytest.importorskip("bjexp.eval.assets")
-    defaults = [a for a in ev.EVAL_ASSETS.values() if a.default]
-    e = reg.registry()["eval"]
-    assert set(e.required) == {a.relpath for a in defaults} and "sd15" in reg.registry()
-    assert all(n in reg.registry() for n, a in ev.EVAL_ASSETS.items() if not a.default)
-    assert e.missing(tmp_path) == sorted(e.required, key=list(e.required).index)
-    for a in defaults:  # fill with stand-ins: present, but the published checksums (where known) fail
-        (tmp_path / a.relpath).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / a.relpath).write_bytes(b"not the weights")
-    assert e.missing(tmp_path) == []
-    published = {a.relpath for a in defaults if a.sha256 or a.sha256_prefix}
-    assert set(reg.check_asset(e, tmp_path)) == published and published  # Inception's prefix at least
-    assert cli.main(["--dir", str(tmp_path), "verify", "--checksums"]) == 1
-    assert "CORRUPT  eval" in capsys.readouterr().out
-
-
 def test_paper_setting_experiment_composes():
     cfg = compose(["experiment=paper_setting", "paths.assets_dir=/A"])
     assert (cfg.model.name, cfg.encoder.name, cfg.encoder.path, cfg.data.name) == ("sd15", "biomedclip", "/A/biomedclip", "mimic")
@@ -184,21 +124,3 @@ def test_train_end_to_end_on_fake_sd15_and_biomedclip_folders(fake_assets, tmp_p
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 2 and ckpt["state_dict"]["unet.conv_in.weight"].shape[1] == 8
     assert len(list((tmp_path / "run" / "samples").glob("*.png"))) == 4
-
-
-def test_fetch_eval_downloads_each_default_url_with_its_checksum(tmp_path, monkeypatch):
-    ev = pytest.importorskip("bjexp.eval.assets")
-    import torch.hub
-
-    calls = []
-
-    def fake_download(url, dst, hash_prefix=None, progress=True):
-        calls.append((url, hash_prefix))
-        Path(dst).write_bytes(b"w")
-    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
-    cli.fetch("eval", tmp_path)
-    defaults = [a for a in ev.EVAL_ASSETS.values() if a.default]
-    assert calls == [(a.url, a.sha256_prefix or a.sha256) for a in defaults]
-    assert reg.get("eval").missing(tmp_path) == []
-    cli.fetch("eval", tmp_path)  # present files are not downloaded again
-    assert len(calls) == len(defaults)

@@ -2,7 +2,7 @@
 
 For tests and benchmarks only: the files then go through the real torchxrayvision / torch-fidelity loading code
 (pickled DenseNet module, DataParallel ResNet34 state dict, TorchScript age model, Lightning-style sex checkpoint,
-Inception state dict), so everything but the learned numbers is the real code path. Never for reported results.
+ChestX-Det PSPNet DataParallel state dict, Inception state dict), so everything but the learned numbers is the real code path. Never for reported results.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from bjexp.eval import assets
+from bjexp import assets
 from bjexp.eval.xrv import full_weights_name, import_xrv
 
 
@@ -37,8 +37,8 @@ def write_xrv(folder: str | Path, *, weights: str = "densenet121-res224-chex", a
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     weights = full_weights_name(weights)
-    out = {"pathology": folder / assets.get(weights).filename, "race": folder / assets.get("race").filename,
-           "age": folder / assets.get("age").filename, "sex": folder / assets.get("sex").filename}
+    out = {"pathology": folder / assets.get(weights).file, "race": folder / assets.get("race").file,
+           "age": folder / assets.get("age").file, "sex": folder / assets.get("sex").file}
     # xrv DenseNet files are whole pickled modules (xrv loads them with weights_only=False and copies state_dict).
     torch.save(xrv.models.DenseNet(num_classes=18).eval(), out["pathology"])
     # RaceModel: a DataParallel-wrapped ResNet34 state dict (keys 'module.*'), 3 classes, LogSoftmax head.
@@ -63,7 +63,7 @@ def write_inception(folder: str | Path, seed: int = 0) -> Path:
     """A random state dict for torch-fidelity's `inception-v3-compat`, at its published file name."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    path = Path(folder) / assets.get("inception").filename
+    path = Path(folder) / assets.get("inception").file
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     # Its constructor always loads weights; skip that once to obtain the randomly initialised module.
@@ -71,4 +71,27 @@ def write_inception(folder: str | Path, seed: int = 0) -> Path:
             mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None):
         net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="-")
     torch.save(net.state_dict(), path)
+    return path
+
+
+def write_chestx_det(folder: str | Path, seed: int = 0) -> Path:
+    """xrv's ChestX-Det PSPNet file: a DataParallel state dict ('module.*' keys, loaded with weights_only=True).
+
+    The real file is ~270 MB (68 M parameters). Every tensor here is a view into one shared random storage, which
+    torch.save writes once: the same keys, shapes and format in ~40 MB."""
+    import warnings
+
+    import_xrv()
+    with warnings.catch_warnings():
+        from torchxrayvision.baseline_models.chestx_det.ptsemseg.pspnet import pspnet
+    path = Path(folder) / assets.get("chestx_det").file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = pspnet(14).state_dict()
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(max(v.numel() for v in state.values()), generator=g) * 0.02  # > 0: valid BN variances
+    shared = {}
+    for k, v in state.items():
+        view = base[: v.numel()].view(v.shape)
+        shared[f"module.{k}"] = view if v.is_floating_point() else v.clone()
+    torch.save(shared, path)
     return path

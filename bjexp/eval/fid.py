@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bjexp.eval import assets
+from bjexp import assets
 from bjexp.imaging import grey_to_rgb_uint8, uint8_to_xrv
 from bjexp.io import bytes_hash
 
@@ -57,7 +57,7 @@ def _extractor_class():
             if feature_extractor_weights_path is None:
                 raise ValueError(f"{XRV_EXTRACTOR} needs feature_extractor_weights_path (an xrv DenseNet file)")
             path = Path(feature_extractor_weights_path)
-            by_file = {a.filename: a.name for a in assets.EVAL_ASSETS.values() if a.name.startswith("densenet")}
+            by_file = {a.file: a.name for a in assets.registry().values() if a.name.startswith("densenet")}
             if path.name not in by_file:
                 raise ValueError(f"{path}: not an xrv DenseNet weights file name; expected one of {sorted(by_file)}")
             self.net = load_densenet(by_file[path.name], path.parent, verify=False)
@@ -134,19 +134,21 @@ def weights_file(extractor: str, *, xrv_weights: str, xrv_dir: str | Path, incep
                  verify: bool = True) -> Path:
     if extractor == INCEPTION_EXTRACTOR:
         path = Path(os.path.expanduser(str(inception_weights)))
-        if path.name == assets.get("inception").filename:  # the published file: checksum-verified
-            return assets.require("inception", path.parent, verify=verify)
+        if path.name == assets.get("inception").file:  # the published file: checksum-verified
+            return assets.require("inception", folder=path.parent, verify=verify) / path.name
         return _require_file(path)  # any other name: the user's own conversion, taken as is
     if extractor == XRV_EXTRACTOR:
         from bjexp.eval.xrv import full_weights_name
-        return assets.require(full_weights_name(xrv_weights), Path(os.path.expanduser(str(xrv_dir))), verify=verify)
+        name = full_weights_name(xrv_weights)
+        return assets.require(name, folder=xrv_dir, verify=verify) / assets.get(name).file
     raise ValueError(f"unknown FID extractor {extractor!r}; choose from {[INCEPTION_EXTRACTOR, XRV_EXTRACTOR]}")
 
 
 def _require_file(path: Path) -> Path:
     if not path.is_file():
-        raise assets.MissingWeightsError(f"missing FID weights file: {path}\n  fetch when online: "
-                                         f"`{assets.FETCH_COMMAND}`")
+        raise assets.MissingWeightsError(assets.Problem(
+            "FID Inception weights (eval.fid_settings.inception_weights)", path.parent, (path.name,),
+            fix=f"fill it, or fetch the published ones when online: `{assets.get('inception').fetch_command}`"))
     return path
 
 

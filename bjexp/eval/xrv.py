@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from bjexp.eval import assets
+from bjexp import assets
 from bjexp.eval.metrics import Predictions
 from bjexp.imaging import uint8_to_xrv
 from bjexp.io import config_hash
@@ -107,8 +107,7 @@ def load_densenet(weights: str, cache_dir: str | Path, *, verify: bool = True) -
     if weights not in xrv.models.model_urls:
         known = sorted(k for k in xrv.models.model_urls if k.startswith(DENSENET_PREFIX))
         raise ValueError(f"unknown xrv DenseNet weights {weights!r}; known: {known}")
-    folder = Path(os.path.expanduser(str(cache_dir)))
-    assets.require(weights, folder, verify=verify)
+    folder = assets.require(weights, folder=cache_dir, verify=verify)
     return xrv.models.DenseNet(weights=weights, cache_dir=str(folder)).eval()
 
 
@@ -131,15 +130,12 @@ class XRVPredictor:
         self.version = xrv.__version__
         # Fail on every missing file at once, before building any model.
         roles = {"pathology": self.weights, **{r: r for r, on in (("race", race), ("age", age), ("sex", sex)) if on}}
-        missing = []
-        for asset in roles.values():
-            try:
-                assets.require(asset, self.cache_dir, verify=verify_checksums)
-            except assets.MissingWeightsError as e:
-                missing.append(str(e))
+        missing = [p for a in roles.values() for p in assets.check_folder(a, self.cache_dir)]
         if missing:
-            raise assets.MissingWeightsError("\n".join(missing))
-        self.files = {role: self.cache_dir / assets.get(a).filename for role, a in roles.items()}
+            raise assets.MissingWeightsError(*missing)
+        for a in roles.values():  # checksums (recorded at fetch) before xrv unpickles anything
+            assets.require(a, folder=self.cache_dir, verify=verify_checksums)
+        self.files = {role: self.cache_dir / assets.get(a).file for role, a in roles.items()}
 
         self.densenet = load_densenet(self.weights, self.cache_dir, verify=False).to(self.device)
         meta = xrv.models.model_urls[self.weights]

@@ -49,11 +49,9 @@ class AssetFolder:
         self.folder(cfg)
 
     def folder(self, cfg: DictConfig, data=None) -> Path:
-        from bjexp.models import assets
+        from bjexp.assets import require
 
-        if self.path:
-            return assets.require_folder(self.asset, self.path)
-        return assets.require(self.asset, cfg.paths.assets_dir)
+        return require(self.asset, cfg.paths.assets_dir, folder=self.path or None)
 
 
 class Unavailable:

@@ -8,33 +8,28 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from bjexp.instantiate import instantiate
-from bjexp.models.assets import MissingWeightsError
+from bjexp.assets import require
 from bjexp.models.encoders import OpenClipTextEncoder, TextEncoder
 from bjexp.models.unet import tiny_unet, widen_conv_in
 from bjexp.models.vae import load_vae, train_tiny_vae
 
 
-def _pretrained(cfg: DictConfig, sub: str) -> Path | None:
+def _pretrained(cfg: DictConfig, sub: str, verify: bool = True) -> Path | None:
     if not cfg.model.pretrained_path:
         return None
-    p = Path(cfg.model.pretrained_path)
-    if not (p / sub / "config.json").is_file():
-        raise MissingWeightsError(f"{p / sub}", f"model={cfg.model.name} expects a diffusers folder with {sub}/",
-                                  fetch=f"python -m bjexp.assets fetch {cfg.model.name}")
-    return p
+    return require(cfg.model.name, folder=cfg.model.pretrained_path, subfolders=(sub,), verify=verify)
 
 
 def check_weights(cfg: DictConfig) -> None:
-    """Fail in milliseconds, before any data preparation, when a configured weight folder is missing."""
-    _pretrained(cfg, "vae")
-    _pretrained(cfg, "unet")
+    """Fail in milliseconds, before any data preparation, when a configured weight folder is incomplete
+    (checksums are verified when each part is loaded)."""
+    _pretrained(cfg, "vae", verify=False)
+    _pretrained(cfg, "unet", verify=False)
     enc = cfg.encoder
-    if enc.family == "hf_clip" and not (Path(enc.path) / "text_encoder" / "config.json").is_file():
-        raise MissingWeightsError(f"{Path(enc.path) / 'text_encoder'}", "SD's CLIP text encoder",
-                                  fetch=f"python -m bjexp.assets fetch {cfg.model.name}")
-    if enc.family != "hf_clip" and enc.path and not (Path(enc.path) / "open_clip_config.json").is_file():
-        raise MissingWeightsError(enc.path, f"encoder={enc.name} expects an open_clip local-dir folder",
-                                  fetch=f"python -m bjexp.assets fetch {enc.name}")
+    if enc.family == "hf_clip":
+        require(cfg.model.name, folder=enc.path, subfolders=("text_encoder", "tokenizer"), verify=False)
+    elif enc.path:
+        require(enc.name, folder=enc.path, verify=False)
 
 
 def build_vae(cfg: DictConfig, training_images: np.ndarray | None = None):
@@ -51,12 +46,9 @@ def build_encoder(cfg: DictConfig, df: pd.DataFrame) -> TextEncoder:
     if enc.family == "hf_clip":  # SD's own CLIP text encoder from the diffusers folder
         from bjexp.models.hf_clip import HFClipTextEncoder
 
-        return HFClipTextEncoder(enc.path, enc.max_length, enc.trainable, fetch=f"python -m bjexp.assets fetch {cfg.model.name}")
+        return HFClipTextEncoder(enc.path, enc.max_length, enc.trainable, asset=cfg.model.name)
     if enc.path:
-        if not Path(enc.path).is_dir():
-            raise MissingWeightsError(enc.path, f"encoder={enc.name} expects an open_clip local-dir folder",
-                                      fetch=f"python -m bjexp.assets fetch {enc.name}")
-        return OpenClipTextEncoder(enc.path, enc.max_length, enc.trainable)
+        return OpenClipTextEncoder(require(enc.name, folder=enc.path), enc.max_length, enc.trainable)
     from bjexp.models.tiny_encoders import build_tiny_encoder
 
     folder = build_tiny_encoder(enc, df, cfg.model.image_size, Path(cfg.paths.cache_dir), cfg.seed)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bjexp.models.assets import MissingWeightsError
+from bjexp.assets import MissingWeightsError, Problem
 
 
 @dataclass
@@ -49,14 +49,14 @@ class OpenClipTextEncoder(TextEncoder):
         self.path = path = Path(path)
         cfg_file = path / "open_clip_config.json"
         if not cfg_file.is_file():
-            raise MissingWeightsError(f"open_clip model folder {path}", "open_clip_config.json missing")
+            raise MissingWeightsError(Problem("an open_clip local-dir model folder", path, ("open_clip_config.json",)))
         model_cfg = json.loads(cfg_file.read_text())["model_cfg"]
         text_cfg = dict(model_cfg.get("text_cfg", {}))
         self.hf = bool(text_cfg.get("hf_model_name"))
         if self.hf:
             # The BERT config and tokenizer live in the folder: never resolve the hub id offline.
             if not (path / "config.json").is_file():
-                raise MissingWeightsError(f"HF text-tower config {path / 'config.json'}", "BERT config.json missing")
+                raise MissingWeightsError(Problem("the HF text tower's BERT config", path, ("config.json",)))
             text_cfg["hf_model_name"] = str(path)
             text_cfg["hf_model_pretrained"] = False
         model = open_clip.create_model(f"local-dir:{path}", text_cfg=text_cfg, load_weights=True, pretrained_hf=False)

@@ -1,6 +1,7 @@
 """Tiny random weights in the exact formats of the real assets, for tests and for smoke-running the real-world
 configs without downloads: a diffusers Stable Diffusion folder (`save_pretrained`; CLIP text model + a real CLIP
-BPE tokenizer built from open_clip's merges) and a BiomedCLIP-style open_clip `local-dir:` folder (HF BERT tower
+BPE tokenizer built from open_clip's merges; the same layout serves RoentGen), an InstructPix2Pix one (8-channel
+UNet, Euler-ancestral scheduler) and a BiomedCLIP-style open_clip `local-dir:` folder (HF BERT tower
 named by its hub id as in the real open_clip_config.json, WordPiece vocab, BERT config, weights as .bin).
 `write_fake_assets(dir)` fills an assets folder so `paths.assets_dir=dir model=sd15` runs end to end."""
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from bjexp.models.assets import get
+from bjexp.assets import get
 
 
 def clip_tokenizer_files(folder: Path, n_merges: int = 2000) -> None:
@@ -118,9 +119,17 @@ def write_tiny_biomedclip(folder: str | Path, seed: int = 0, width: int = 48, co
     return folder
 
 
-def write_fake_assets(assets_dir: str | Path, seed: int = 0) -> Path:
-    """Fill `assets_dir` with tiny stand-ins for sd15 and biomedclip, at the registry's folder names."""
+WRITERS = {
+    "sd15": lambda folder, seed: write_tiny_sd(folder, seed),
+    "roentgen": lambda folder, seed: write_tiny_sd(folder, seed),  # RoentGen ships the SD1.x diffusers layout
+    "instructpix2pix": lambda folder, seed: write_tiny_ip2p(folder, seed),
+    "biomedclip": lambda folder, seed: write_tiny_biomedclip(folder, seed, width=32),
+}
+
+
+def write_fake_assets(assets_dir: str | Path, seed: int = 0, names: tuple[str, ...] = ("sd15", "biomedclip")) -> Path:
+    """Fill `assets_dir` with tiny stand-ins for the model assets `names`, at the registry's folder names."""
     root = Path(assets_dir)
-    write_tiny_sd(get("sd15").path(root), seed)
-    write_tiny_biomedclip(get("biomedclip").path(root), seed, width=32)
+    for name in names:
+        WRITERS[name](get(name).path(root), seed)
     return root

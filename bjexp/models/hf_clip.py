@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from bjexp.models.assets import MissingWeightsError
+from bjexp.assets import require
 from bjexp.models.encoders import EncodedText, TextEncoder
 
 
@@ -15,15 +15,12 @@ class HFClipTextEncoder(TextEncoder):
     masked = False
 
     def __init__(self, path: str | Path, max_length: int | None = None, trainable: bool = False,
-                 fetch: str = "python -m bjexp.assets fetch sd15"):
+                 asset: str = "sd15"):
         super().__init__()
-        self.path = Path(path)
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        path = Path(path)
-        for sub in ("text_encoder", "tokenizer"):
-            if not (path / sub).is_dir():
-                raise MissingWeightsError(f"{path / sub}", "expected a diffusers Stable Diffusion folder", fetch=fetch)
+        # `asset`: the kind of diffusers folder `path` is (sd15, instructpix2pix, roentgen): its file list + checksums
+        self.path = path = require(asset, folder=path, subfolders=("text_encoder", "tokenizer"))
         self.tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True)
         self.text = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True)
         self.max_length = int(max_length or self.tokenizer.model_max_length)

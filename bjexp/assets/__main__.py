@@ -1,0 +1,5 @@
+import sys
+
+from bjexp.assets.cli import main
+
+sys.exit(main())
