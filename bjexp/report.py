@@ -22,6 +22,9 @@ from bjexp.tracking.report import HEADLINE, fmt, metrics_table
 
 schema.register()
 
+# Groups conf/config.yaml selects from other choices (e.g. method_model: ${method}_${model}): never a label.
+SPECIALIZING = {"model_overrides", "encoder_model", "method_model"}
+
 
 def collect(root: Path) -> dict[str, dict]:
     """{run label: metrics} for every finished run below `root`."""
@@ -33,7 +36,8 @@ def collect(root: Path) -> dict[str, dict]:
         runs.append((res.parent, choices, json.loads(res.read_text())["metrics"]))
     if not runs:
         raise FileNotFoundError(f"no results.json below {root}: run `python -m bjexp.train` (or -m for a sweep) first")
-    varying = [g for g in sorted({g for _, c, _ in runs for g in c}) if len({c.get(g) for _, c, _ in runs}) > 1]
+    varying = [g for g in sorted({g for _, c, _ in runs for g in c} - SPECIALIZING)
+               if len({c.get(g) for _, c, _ in runs}) > 1]
     out = {}
     for d, choices, metrics in runs:
         label = ", ".join(f"{g}={choices.get(g)}" for g in varying) or d.name

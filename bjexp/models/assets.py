@@ -83,6 +83,17 @@ ASSETS: dict[str, Asset] = {a.name: a for a in [
           "Stable Diffusion 1.5 (diffusers format): UNet, VAE, CLIP ViT-L/14 text encoder + tokenizer (fp32 safetensors)",
           _SD15_REQUIRED, "model=sd15 (any encoder); encoder=clip with model=sd15",
           (HubSource("stable-diffusion-v1-5/stable-diffusion-v1-5", _SD15_FILES),)),
+    Asset("instructpix2pix", "instruct-pix2pix",
+          "InstructPix2Pix (diffusers folder, timbrooks/instruct-pix2pix): 8-channel UNet, VAE, CLIP ViT-L/14 text "
+          "encoder + tokenizer, Euler-ancestral scheduler config",
+          _SD15_REQUIRED, "method=instructpix2pix, method=instructpix2pix_ft (model=sd15)",
+          (HubSource("timbrooks/instruct-pix2pix", _SD15_FILES),)),
+    Asset("roentgen", "roentgen",
+          "RoentGen (Chambon et al.): Stable Diffusion fine-tuned on MIMIC-CXR impressions, diffusers folder",
+          _SD15_REQUIRED, "method=roentgen_pretrained (model=sd15)",
+          fetch_hint="RoentGen's weights are distributed by Stanford AIMI to MIMIC-credentialed users, not by a hub: "
+                     "request them via https://stanfordmimi.github.io/RoentGen/ and unpack the diffusers folder "
+                     "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) into this path"),
     Asset("biomedclip", "biomedclip",
           "BiomedCLIP (open_clip local-dir): PubMedBERT text tower, 256 tokens, 768-d; BERT config + WordPiece vocab",
           ("open_clip_config.json", "open_clip_pytorch_model.bin|open_clip_model.safetensors", "config.json",
