@@ -15,6 +15,7 @@ in-domain check and the CPU time it took, `preview.png` what it draws.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
@@ -71,20 +72,20 @@ def _build_text_to_image(cfg: DictConfig, out: Path) -> None:
     from bjexp.models.vae import load_vae, train_tiny_vae
 
     g, size = cfg.model.general, cfg.model.image_size
-    clock = _Clock()
-    with clock("scenes"):
+    laps: dict = {}
+    with _lap(laps, "scenes"):
         images, captions = scenes.captioned(g.n_scenes, size, g.seed)
-    with clock("vae"):
+    with _lap(laps, "vae"):
         vae = load_vae(train_tiny_vae(cfg.model.vae, images, _root(cfg), g.seed))
     with atomic_dir(out) as tmp:
-        with clock("clip"):
+        with _lap(laps, "clip"):
             clip_loss = _pretrain_clip(g, images, captions, tmp)
             text_encoder, tokenizer, encoder = _load_text(tmp)
         latent = size // 2 ** (len(vae.config.block_out_channels) - 1)
         torch.manual_seed(g.seed)
         unet = tiny_unet(cfg.model.unet, vae.config.latent_channels, vae.config.latent_channels, encoder.width, latent)
         n = len(images)
-        with clock("unet"):
+        with _lap(laps, "unet"):
             losses = _train(cfg, unet, vae, encoder, TextOnly(), torch.from_numpy(images), captions,
                             np.arange(n), np.arange(n), np.arange(n), g.sd_steps, "text-to-image")
         # SD1.5's own scheduler config (PNDM, "leading" spacing, steps_offset 1) on the training noise schedule.
@@ -94,10 +95,10 @@ def _build_text_to_image(cfg: DictConfig, out: Path) -> None:
                                 safety_checker=None, feature_extractor=None,
                                 requires_safety_checker=False).save_pretrained(tmp)
         prompts = captions[:8]  # training captions: an in-domain check that it draws what it is told
-        with clock("preview"):
+        with _lap(laps, "preview"):
             preview = _preview(tmp, torch.from_numpy(images[:8]), prompts, g.seed)
         _save_grid(tmp / "preview.png", [images[:8], preview])
-        _write_report(tmp, clock, clip_final_loss=clip_loss, unet_loss=losses, preview_prompts=prompts,
+        _write_report(tmp, laps, clip_final_loss=clip_loss, unet_loss=losses, preview_prompts=prompts,
                       **_agreement(preview, images[:8]))
 
 
@@ -110,8 +111,8 @@ def _build_instruct_pix2pix(cfg: DictConfig, sd: Path, out: Path) -> None:
     from bjexp.models.vae import load_vae
 
     g, size = cfg.model.general, cfg.model.image_size
-    clock = _Clock()
-    with clock("scenes"):
+    laps: dict = {}
+    with _lap(laps, "scenes"):
         before, texts, after = scenes.edits(g.n_edits + 8, size, g.seed)
     held = slice(g.n_edits, None)  # 8 held-out edits for the in-domain check
     vae = load_vae(sd, subfolder="vae")
@@ -120,7 +121,7 @@ def _build_instruct_pix2pix(cfg: DictConfig, sd: Path, out: Path) -> None:
     n = g.n_edits
     images = torch.from_numpy(np.concatenate([before[:n], after[:n]]))
     with atomic_dir(out) as tmp:
-        with clock("unet"):
+        with _lap(laps, "unet"):
             losses = _train(cfg, unet, vae, encoder, Concat(), images, texts[:n], np.arange(n), n + np.arange(n),
                             np.arange(n), g.ip2p_steps, "InstructPix2Pix")
         # timbrooks/instruct-pix2pix's scheduler config: Euler-ancestral, "leading" spacing, steps_offset 1.
@@ -129,11 +130,11 @@ def _build_instruct_pix2pix(cfg: DictConfig, sd: Path, out: Path) -> None:
         StableDiffusionInstructPix2PixPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                                scheduler=sched, safety_checker=None, feature_extractor=None,
                                                requires_safety_checker=False).save_pretrained(tmp)
-        with clock("preview"):
+        with _lap(laps, "preview"):
             edited = _preview(tmp, torch.from_numpy(before[held]), texts[held], g.seed)
         _save_grid(tmp / "preview.png", [before[held], edited, after[held]])
         # Did it learn to edit? Its outputs should be nearer the targets than the unedited inputs are.
-        _write_report(tmp, clock, unet_loss=losses, preview_instructions=texts[held],
+        _write_report(tmp, laps, unet_loss=losses, preview_instructions=texts[held],
                       **_agreement(edited, after[held]),
                       **{f"unedited_{k}": v for k, v in _agreement(before[held], after[held]).items()})
 
@@ -253,26 +254,17 @@ def _save_grid(path: Path, rows: list[np.ndarray]) -> None:
     write_png(path, np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0))
 
 
-class _Clock:
-    """Wall and process-CPU seconds per stage (the machine is shared: CPU time is the comparable number)."""
-
-    def __init__(self):
-        self.laps: dict[str, dict] = {}
-
-    def __call__(self, name: str):
-        import contextlib
-
-        @contextlib.contextmanager
-        def lap():
-            w, c = time.perf_counter(), time.process_time()
-            yield
-            self.laps[name] = {"wall_s": round(time.perf_counter() - w, 1), "cpu_s": round(time.process_time() - c, 1)}
-        return lap()
+@contextlib.contextmanager
+def _lap(laps: dict, name: str):
+    """Wall and process-CPU seconds of a stage into `laps` (the machine is shared: CPU time is the comparable one)."""
+    w, c = time.perf_counter(), time.process_time()
+    yield
+    laps[name] = {"wall_s": round(time.perf_counter() - w, 1), "cpu_s": round(time.process_time() - c, 1)}
 
 
-def _write_report(folder: Path, clock: _Clock, **fields) -> None:
+def _write_report(folder: Path, laps: dict, **fields) -> None:
     import os
 
     (folder / "pretrain.json").write_text(json.dumps(
-        {**fields, "timings": clock.laps, "torch_threads": torch.get_num_threads(), "cpu": os.cpu_count(),
+        {**fields, "timings": laps, "torch_threads": torch.get_num_threads(), "cpu": os.cpu_count(),
          "version": VERSION}, indent=2))
