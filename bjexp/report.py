@@ -24,6 +24,9 @@ from bjexp.tracking.report import headline, legend, merged_info, metric_info, me
 
 schema.register()
 
+# Groups conf/config.yaml selects from other choices (e.g. method_model: ${method}_${model}): never a label.
+SPECIALIZING = {"model_overrides", "encoder_model", "method_model"}
+
 
 @dataclass
 class Run:
@@ -47,7 +50,8 @@ def runs(root: Path) -> list[Run]:
         found.append((res.parent, choices, json.loads(res.read_text())))
     if not found:
         raise FileNotFoundError(f"no results.json below {root}: run `python -m bjexp.train` (or -m for a sweep) first")
-    varying = [g for g in sorted({g for _, c, _ in found for g in c}) if len({c.get(g) for _, c, _ in found}) > 1]
+    varying = [g for g in sorted({g for _, c, _ in found for g in c} - SPECIALIZING)
+               if len({c.get(g) for _, c, _ in found}) > 1]
     out: list[Run] = []
     for d, choices, results in found:
         label = ", ".join(f"{g}={choices.get(g)}" for g in varying) or d.name

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from conftest import REPO, compose
 
 # Specializing groups are selected by other choices (e.g. model_overrides=${model}), not on their own.
-SKIP_GROUPS = {"hydra", "experiment", "local", "model_overrides", "encoder_model"}
+SKIP_GROUPS = {"hydra", "experiment", "local", "model_overrides", "encoder_model", "method_model"}
 
 
 def _options():

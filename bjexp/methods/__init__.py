@@ -14,8 +14,14 @@ from bjexp.methods.base import Generator, Method
 def build_method(cfg: DictConfig) -> Method:
     from bjexp.instantiate import instantiate
 
+    from omegaconf.errors import MissingMandatoryValue
+
     m = cfg.method
-    kwargs = OmegaConf.to_container(m.kwargs, resolve=False) if m.get("kwargs") else {}
+    try:
+        kwargs = OmegaConf.to_container(m.kwargs, resolve=False, throw_on_missing=True) if m.get("kwargs") else {}
+    except MissingMandatoryValue as e:  # `???`: set per world by conf/method_model/<method>_<model>.yaml
+        raise ValueError(f"method={m.name} has no {e.full_key} for model={cfg.model.name}: add "
+                         f"conf/method_model/{m.name}_{cfg.model.name}.yaml (see the other worlds' files)") from None
     try:
         method = instantiate({"_target_": m._target_, **kwargs}, _recursive_=False)
     except Exception as e:  # hydra wraps import errors and bad kwargs; say which config option it was

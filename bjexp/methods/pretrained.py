@@ -33,9 +33,16 @@ class Pretrained:
         return None
 
     def generator(self, cfg: DictConfig, data, module) -> JourneyPipeline:
+        from bjexp.models.build import build_scheme
         from bjexp.models.pipeline import device_for
 
-        return JourneyPipeline.from_pretrained(self.weights.folder(cfg, data), cfg.sampler, device=device_for(cfg))
+        folder = self.weights.folder(cfg, data)
+        pipe = JourneyPipeline.from_pretrained(folder, cfg.sampler, device=device_for(cfg))
+        if type(pipe.scheme) is not type(build_scheme(cfg)):  # e.g. conditioning=sdedit: not what this model does
+            raise ValueError(f"method={self.name} samples {folder} as {pipe.scheme.name} (its UNet has "
+                             f"{pipe.unet.config.in_channels} input channels), not conditioning={cfg.conditioning.name}"
+                             f"; drop the conditioning override")
+        return pipe
 
 
 class AssetFolder:
@@ -52,6 +59,29 @@ class AssetFolder:
         from bjexp.assets import require
 
         return require(self.asset, cfg.paths.assets_dir, folder=self.path or None)
+
+
+class GeneralDomain:
+    """The miniature world's stand-ins for SD1.5 and InstructPix2Pix: tiny models pretrained once on general-domain
+    scenes, not CXRs (`bjexp.models.general_domain`), built on first use and cached as diffusers folders.
+    `model`: text_to_image | instruct_pix2pix."""
+    assets = ()
+
+    def __init__(self, model: str):
+        from bjexp.models import general_domain
+
+        builders = {"text_to_image": general_domain.text_to_image_folder,
+                    "instruct_pix2pix": general_domain.instruct_pix2pix_folder}
+        if model not in builders:
+            raise ValueError(f"GeneralDomain model={model!r}: one of {', '.join(builders)}")
+        self.build = builders[model]
+
+    def check(self, cfg: DictConfig) -> None:
+        if cfg.model.pretrained_path:
+            raise ValueError(f"the general-domain models are the miniature world's (model=tiny), not model={cfg.model.name}")
+
+    def folder(self, cfg: DictConfig, data=None) -> Path:
+        return self.build(cfg)
 
 
 class Unavailable:

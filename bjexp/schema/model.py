@@ -62,6 +62,8 @@ class ModelConfig:
     num_train_timesteps: int = 1000
     # Min-SNR-γ loss weighting (Hang et al. 2023; diffusers' --snr_gamma); None = the plain MSE of the paper.
     min_snr_gamma: Optional[float] = None
+    # The miniature world's general domain: tiny SD / InstructPix2Pix stand-ins (methods sd, instructpix2pix[_ft]).
+    general: GeneralDomainConfig = field(default_factory=lambda: GeneralDomainConfig())
     gradient_checkpointing: bool = False
     # Speed levers (benchmarks/results/levers_cpu.md and gpu_perf.md say what each gains): torch.compile the UNet
     # (in place, so checkpoints and EMA see the same parameters), channels-last memory format, and the attention
@@ -111,6 +113,23 @@ class CFGDropoutConfig:
     text: float = 0.05
     both: float = 0.05
     image: float = 0.05
+
+
+@dataclass
+class GeneralDomainConfig:
+    """Synthetic non-CXR scenes (bjexp/data/scenes.py) and the tiny text-to-image / InstructPix2Pix models pretrained
+    on them once and cached (bjexp/models/general_domain.py): the miniature world's Stable Diffusion and
+    InstructPix2Pix. Their VAE and UNet have the architecture of model.vae / model.unet (trained on scenes); the
+    text encoder is a transformers CLIP text model pretrained contrastively on the captions, as CLIP was."""
+    seed: int = 0  # its own seed, not the run's: one pretrained model serves every run and seed of a sweep
+    n_scenes: int = 3000  # captioned scenes (VAE, CLIP and text-to-image training)
+    n_edits: int = 3000  # (before, instruction, after) triples (InstructPix2Pix training)
+    text: TinyEncoderConfig = field(default_factory=lambda: TinyEncoderConfig(pretrain_steps=200))
+    sd_steps: int = 800  # text-to-image UNet steps
+    ip2p_steps: int = 600  # InstructPix2Pix steps, starting from the text-to-image UNet (conv_in widened)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, ema_decay=0.999))
+    # 5/5/5 %: InstructPix2Pix's rates; text-only training drops the text 10 % of the time (text + both), SD's rate.
+    cfg_dropout: CFGDropoutConfig = field(default_factory=CFGDropoutConfig)
 
 
 @dataclass
