@@ -51,6 +51,7 @@ class AssetFolder:
     def __init__(self, asset: str, path: str | None = None):
         self.asset, self.path = asset, path
         self.assets = (asset,)
+        self.layout = asset  # the registry asset whose file list the folder follows
 
     def check(self, cfg: DictConfig) -> None:
         self.folder(cfg)
@@ -75,6 +76,7 @@ class GeneralDomain:
         if model not in builders:
             raise ValueError(f"GeneralDomain model={model!r}: one of {', '.join(builders)}")
         self.build = builders[model]
+        self.layout = {"text_to_image": "sd15", "instruct_pix2pix": "instructpix2pix"}[model]  # their diffusers layouts
 
     def check(self, cfg: DictConfig) -> None:
         if cfg.model.pretrained_path:
@@ -87,6 +89,7 @@ class GeneralDomain:
 class Unavailable:
     """A method that has no weights in this world; `check` says what to use instead."""
     assets = ()
+    layout = None
 
     def __init__(self, message: str):
         self.message = message

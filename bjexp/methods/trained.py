@@ -54,6 +54,7 @@ class TrainedDiffusion:
         out = cfg.copy()
         with open_dict(out):
             out.model.pretrained_path = folder
+            out.model.asset = self.init.layout
             out.encoder.update(family="hf_clip", path=folder, max_length=77, trainable=False)
         return out
 

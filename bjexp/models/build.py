@@ -14,10 +14,15 @@ from bjexp.models.unet import tiny_unet, widen_conv_in
 from bjexp.models.vae import load_vae, train_tiny_vae
 
 
+def folder_asset(cfg: DictConfig) -> str:
+    """The asset kind of model.pretrained_path (an IP2P folder under model=tiny for instructpix2pix_ft)."""
+    return cfg.model.get("asset") or cfg.model.name
+
+
 def _pretrained(cfg: DictConfig, sub: str, verify: bool = True) -> Path | None:
     if not cfg.model.pretrained_path:
         return None
-    return require(cfg.model.name, folder=cfg.model.pretrained_path, subfolders=(sub,), verify=verify)
+    return require(folder_asset(cfg), folder=cfg.model.pretrained_path, subfolders=(sub,), verify=verify)
 
 
 def check_weights(cfg: DictConfig) -> None:
@@ -27,7 +32,7 @@ def check_weights(cfg: DictConfig) -> None:
     _pretrained(cfg, "unet", verify=False)
     enc = cfg.encoder
     if enc.family == "hf_clip":
-        require(cfg.model.name, folder=enc.path, subfolders=("text_encoder", "tokenizer"), verify=False)
+        require(folder_asset(cfg), folder=enc.path, subfolders=("text_encoder", "tokenizer"), verify=False)
     elif enc.path:
         require(enc.name, folder=enc.path, verify=False)
 
@@ -46,7 +51,7 @@ def build_encoder(cfg: DictConfig, df: pd.DataFrame) -> TextEncoder:
     if enc.family == "hf_clip":  # SD's own CLIP text encoder from the diffusers folder
         from bjexp.models.hf_clip import HFClipTextEncoder
 
-        return HFClipTextEncoder(enc.path, enc.max_length, enc.trainable, asset=cfg.model.name)
+        return HFClipTextEncoder(enc.path, enc.max_length, enc.trainable, asset=folder_asset(cfg))
     if enc.path:
         return OpenClipTextEncoder(require(enc.name, folder=enc.path), enc.max_length, enc.trainable)
     from bjexp.models.tiny_encoders import build_tiny_encoder

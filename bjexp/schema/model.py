@@ -55,6 +55,8 @@ class ModelConfig:
     image_size: int = 64
     # A diffusers-format folder (model_index.json + vae/ + unet/); None = the tiny models built here.
     pretrained_path: Optional[str] = None
+    # The registry asset that folder is (its required files and checksums); None: model.name.
+    asset: Optional[str] = None
     vae: TinyVAEConfig = field(default_factory=TinyVAEConfig)
     unet: TinyUNetConfig = field(default_factory=TinyUNetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
