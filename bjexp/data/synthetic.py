@@ -16,7 +16,7 @@ from bjexp.data import manifest as mf
 from bjexp.data.describers import SEVERITY_WORDS, SIDE_WORDS, FindingState, describe
 from bjexp.data.findings import LATERAL, PHRASE, SYNTHETIC_FINDINGS
 from bjexp.data.phantom import N_RACE, Anatomy, PhantomRenderer, Pose, StudyState, load_lung_masks
-from bjexp.io import atomic_dir, config_hash
+from bjexp.io import build_once, config_hash
 from bjexp.progress import progress
 
 # Bump when the phantoms or journeys change: it is part of the cache key, so stale worlds are never reused.
@@ -101,10 +101,8 @@ def world_dir(cfg: DictConfig) -> Path:
 def build_manifest(cfg: DictConfig) -> Path:
     """Generate (or reuse) the synthetic journeys; returns the manifest path."""
     out = world_dir(cfg)
-    if (out / "manifest.csv").is_file():
-        return out / "manifest.csv"
-    with atomic_dir(out) as tmp:
-        generate(cfg.data, tmp, mask_cache=Path(cfg.paths.cache_dir) / "data")
+    build_once(out, lambda tmp: generate(cfg.data, tmp, mask_cache=Path(cfg.paths.cache_dir) / "data"),
+               done=(out / "manifest.csv").is_file)
     return out / "manifest.csv"
 
 
@@ -164,7 +162,9 @@ def generate(d: DictConfig, out: Path, mask_cache: Path | None = None) -> None:
             bar.advance(task)
     np.savez_compressed(out / "classifier.npz", images=np.stack(imgs), labels=np.asarray(labels, np.int64),
                         attrs=np.asarray(attrs, np.float32), findings=np.asarray(SYNTHETIC_FINDINGS))
-    mf.write(pd.DataFrame(rows), out / "manifest.csv")
+    df = pd.DataFrame(rows)
+    mf.require_splits(df, "data=synthetic", f"data.n_patients={d.n_patients} with test_fraction={d.test_fraction}")
+    mf.write(df, out / "manifest.csv")
 
 
 def _save_png(path: Path, img: np.ndarray) -> None:

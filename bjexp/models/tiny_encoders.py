@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from bjexp.imaging import read_grey, uint8_to_model
-from bjexp.io import atomic_dir, config_hash
+from bjexp.io import atomic_dir, cache_lock, config_hash
 from bjexp.progress import progress
 
 
@@ -56,17 +56,24 @@ def build_tiny_encoder(enc: DictConfig, manifest_df, image_size: int, cache_dir:
     out = Path(cache_dir) / "encoders" / f"{enc.name}-{key}"
     if (out / "open_clip_config.json").is_file():
         return out
+    with cache_lock(out):  # concurrent sweep jobs: one pretrains, the others wait and reuse it
+        return out if (out / "open_clip_config.json").is_file() else _pretrain(enc, manifest_df, train, image_size,
+                                                                              seed, out)
+
+
+def _pretrain(enc: DictConfig, manifest_df, train, image_size: int, seed: int, out: Path) -> Path:
     import open_clip
     from safetensors.torch import save_file
 
     # (image, report) pairs: each study of the training split once.
-    paths = {**dict(zip(train["prior_path"], train["prior_report"])), **dict(zip(train["current_path"], train["current_report"]))}
+    reports = {side: train[f"{side}_report"].fillna("").astype(str) for side in ("prior", "current")}  # no report: ""
+    paths = {**dict(zip(train["prior_path"], reports["prior"])), **dict(zip(train["current_path"], reports["current"]))}
     root = Path(manifest_df.attrs.get("root", "."))
     imgs = uint8_to_model(np.stack([read_grey(root / p, image_size) for p in paths])).repeat(1, 3, 1, 1)
     texts = list(paths.values())
     with atomic_dir(out) as tmp:
         if enc.family == "hf_bert":
-            _write_bert_files(tmp, sorted(set(texts) | set(manifest_df["text"])), enc)
+            _write_bert_files(tmp, sorted(set(texts) | set(manifest_df["text"].fillna("").astype(str))), enc)
         cfg = _model_cfg(enc, image_size, tmp)
         (tmp / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}, indent=2))
         torch.manual_seed(seed)
