@@ -12,11 +12,10 @@ import math
 import os
 from pathlib import Path
 
-import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
-from bjexp import schema
+from bjexp import cli, schema
 from bjexp.io import atomic_write
 from bjexp.tracking.report import HEADLINE, fmt, metrics_table
 
@@ -95,7 +94,7 @@ def write(root: Path) -> dict[str, Path]:
     return {"markdown": root / "report.md", "html": root / "report.html", "csv": root / "summary.csv", "plot": png}
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@cli.main()
 def main(cfg: DictConfig) -> None:
     if not cfg.run:
         raise SystemExit("usage: python -m bjexp.report run=<run dir or multirun dir>")
