@@ -8,14 +8,13 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-import hydra
 import numpy as np
 import pandas as pd
 import torch
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from omegaconf import DictConfig
 
-from bjexp import schema
+from bjexp import checkpoints, cli, runstate, schema
 from bjexp.imaging import model_to_uint8, write_png
 from bjexp.models.encoders import EncodedText
 from bjexp.models.guidance import pair_generator, sample
@@ -56,6 +55,7 @@ def sample_dir(run_dir: Path) -> Path:
 def generate(cfg: DictConfig, data, module, run_dir: Path) -> Path:
     """Fill the samples folder for the test rows; returns it."""
     out = sample_dir(run_dir)
+    runstate.claim_samples(cfg, out)  # never mix samples made with other settings (resample=true starts afresh)
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for r in test_rows(data.df, cfg.eval.max_pairs)
             if not (out / f"{data.df['pair_id'].iat[r]}.png").is_file()]
@@ -96,25 +96,23 @@ def generate(cfg: DictConfig, data, module, run_dir: Path) -> Path:
 
 def run(cfg: DictConfig) -> Path:
     """Standalone: rebuild the model of a finished run from its config and last checkpoint, then sample."""
-    from bjexp.workflow import build_module, checkpoint_dir, load_data
+    from bjexp.workflow import build_module, load_data
     from bjexp.tracking.runinfo import run_config
 
     cfg = run_config(cfg)  # run=<dir>: that run's own config
     run_dir = Path(cfg.run or cfg.paths.run_dir)
+    ckpt = checkpoints.require_last(run_dir) if runstate.method_trains(cfg) else None  # before data and models
     data = load_data(cfg)
     if cfg.method.kind == "identity":
         return generate(cfg, data, None, run_dir)
     module = build_module(cfg, data)
-    ckpt = checkpoint_dir(run_dir) / "last.ckpt"
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"no checkpoint at {ckpt}: train first (`python -m bjexp.train`)")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = checkpoints.load(ckpt)
     module.load_state_dict(state["state_dict"])
     module.on_load_checkpoint(state)
     return generate(cfg, data, module, run_dir)
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@cli.main()
 def main(cfg: DictConfig) -> None:
     print(f"samples: {run(cfg)}")
 
