@@ -51,6 +51,7 @@ def cmd_verify(root: Path, names: list[str], checksums: bool) -> int:
 def fetch(name: str, root: Path) -> Path:
     """Download an asset's hub sources into <root>/<folder> (all or nothing) and record sha256 sums."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     from bjexp.io import atomic_dir
 
@@ -67,7 +68,12 @@ def fetch(name: str, root: Path) -> Path:
         raise SystemExit(f"{dest} exists but is incomplete (missing {', '.join(a.missing(root))}); move it away first")
     with atomic_dir(dest) as tmp:
         for s in a.sources:
-            snapshot_download(s.repo_id, revision=s.revision, allow_patterns=list(s.allow_patterns), local_dir=tmp)
+            try:
+                snapshot_download(s.repo_id, revision=s.revision, allow_patterns=list(s.allow_patterns), local_dir=tmp)
+            except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:  # offline, no such repo, network down
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise SystemExit(f"{name}: could not download {s.repo_id}@{s.revision} ({first}); nothing was written. "
+                                 f"Check the network (HF_HUB_OFFLINE must be unset), or fill {dest} by hand") from e
         missing = [r for r in a.required if not any((tmp / alt).is_file() for alt in r.split("|"))]
         if missing:
             raise RuntimeError(f"{name}: the download lacks {', '.join(missing)}")
@@ -86,7 +92,10 @@ def _fetch_urls(a: reg.Asset, root: Path) -> Path:
         if dst.is_file():
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        download_url_to_file(u.url, str(dst), hash_prefix=u.sha256_prefix or u.sha256, progress=True)
+        try:
+            download_url_to_file(u.url, str(dst), hash_prefix=u.sha256_prefix or u.sha256, progress=True)
+        except (OSError, RuntimeError) as e:  # offline / HTTP error (URLError is an OSError) / checksum mismatch
+            raise SystemExit(f"{a.name}: could not download {u.url} ({e}); nothing was written to {dst}") from e
         print(f"{a.name}: {dst}")
     return a.path(root)
 
@@ -106,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     root = args.dir or default_dir()
     if args.cmd == "list":
         return cmd_list(root)
+    unknown = set(args.names if args.cmd == "verify" else [args.name]) - set(reg.registry())
+    if unknown:
+        p.error(f"unknown asset(s) {sorted(unknown)}; see `python -m bjexp.assets list`")
     if args.cmd == "verify":
-        unknown = set(args.names) - set(reg.registry())
-        if unknown:
-            p.error(f"unknown asset(s) {sorted(unknown)}; see `python -m bjexp.assets list`")
         return cmd_verify(root, args.names, args.checksums)
     fetch(args.name, root)
     return 0

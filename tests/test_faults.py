@@ -501,6 +501,18 @@ def test_cfg_job_resolve_prints_the_config(tmp_path):
     assert "run_dir: null" in p.stdout and f"cache_dir: {tmp_path}" in p.stdout
 
 
+@pytest.mark.parametrize("name,needle", [
+    ("sd15x", "unknown asset(s) ['sd15x']; see `python -m bjexp.assets list`"),
+    ("biomedclip", "biomedclip: could not download microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224@main"),
+], ids=["unknown-name", "offline"])
+def test_assets_fetch_of_an_unknown_name_or_offline_is_one_line(tmp_path, name, needle):
+    p = subprocess.run([PY, "-m", "bjexp.assets", "--dir", str(tmp_path / "assets"), "fetch", name], cwd=REPO,
+                       env=env(), capture_output=True, text=True, timeout=600)  # env(): HF_HUB_OFFLINE=1
+    assert p.returncode in (1, 2) and "Traceback" not in p.stderr and needle in p.stderr, p.stderr[-3000:]
+    assert len(p.stderr.strip().splitlines()) <= 2  # (argparse adds its usage line)
+    assert not (tmp_path / "assets").exists() or not any((tmp_path / "assets").iterdir())  # nothing half-fetched
+
+
 # ==================================================================================================== data protection
 
 class RecordingProxy:
