@@ -87,6 +87,8 @@ def _fetch_urls(a: reg.Asset, root: Path) -> Path:
     then renamed into place (torch.hub's downloader)."""
     from torch.hub import download_url_to_file
 
+    from bjexp.eval.assets import record_sha256
+
     for u in a.urls:
         dst = a.path(root) / u.relpath
         if dst.is_file():
@@ -96,6 +98,7 @@ def _fetch_urls(a: reg.Asset, root: Path) -> Path:
             download_url_to_file(u.url, str(dst), hash_prefix=u.sha256_prefix or u.sha256, progress=True)
         except (OSError, RuntimeError) as e:  # offline / HTTP error (URLError is an OSError) / checksum mismatch
             raise SystemExit(f"{a.name}: could not download {u.url} ({e}); nothing was written to {dst}") from e
+        record_sha256(dst)  # verified at every load (bjexp.eval.assets.require)
         print(f"{a.name}: {dst}")
     return a.path(root)
 

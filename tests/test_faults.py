@@ -513,6 +513,26 @@ def test_assets_fetch_of_an_unknown_name_or_offline_is_one_line(tmp_path, name, 
     assert not (tmp_path / "assets").exists() or not any((tmp_path / "assets").iterdir())  # nothing half-fetched
 
 
+def test_fetched_weights_are_checked_at_load_against_the_sha256_recorded_at_fetch(tmp_path, monkeypatch):
+    """The xrv weights are pickles without a published checksum: `fetch` records each file's sha256 and every load
+    (the evaluation's start-up check) compares the file with it."""
+    import torch.hub
+
+    from bjexp import assets as cli
+    from bjexp.eval import assets as ev
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file",
+                        lambda url, dst, hash_prefix=None, progress=True: Path(dst).write_bytes(url.encode()))
+    cli.fetch("eval", tmp_path)
+    a = next(x for x in ev.EVAL_ASSETS.values() if x.default and not (x.sha256 or x.sha256_prefix))
+    path = ev.require(a.name, tmp_path / a.folder)
+    assert ev.recorded_sha256(path) == ev.sha256(path)
+    path.write_bytes(b"swapped after the fetch")
+    with pytest.raises(ev.ChecksumError, match=rf"{re.escape(str(path))}: sha256 \w+ does not match the recorded"):
+        ev.require(a.name, tmp_path / a.folder)
+    ev.require(a.name, tmp_path / a.folder, verify=False)  # eval.verify_checksums=false (tests' random weights)
+
+
 # ==================================================================================================== data protection
 
 class RecordingProxy:

@@ -95,12 +95,32 @@ def require(name: str, folder: str | Path, *, verify: bool = True) -> Path:
             f"missing evaluation weights for {name!r}: {path}\n"
             f"  expected file: {a.filename} (checksum: {checksum})\n"
             f"  fetch when online: `{FETCH_COMMAND}` (or download {a.url} to that path)")
-    if verify and (a.sha256 or a.sha256_prefix):
+    recorded = recorded_sha256(path)
+    if verify and (a.sha256 or a.sha256_prefix or recorded):
         digest = sha256(path)
-        if (a.sha256 and digest != a.sha256) or (a.sha256_prefix and not digest.startswith(a.sha256_prefix)):
-            raise ChecksumError(f"{path}: sha256 {digest} does not match the published "
-                                f"{a.sha256 or a.sha256_prefix + '…'}; delete it and run `{FETCH_COMMAND}`")
+        want = a.sha256 or recorded
+        if (want and digest != want) or (a.sha256_prefix and not digest.startswith(a.sha256_prefix)):
+            what = "published" if a.sha256 or a.sha256_prefix else f"recorded at fetch ({checksum_file(path)})"
+            raise ChecksumError(f"{path}: sha256 {digest} does not match the {what} "
+                                f"{want or a.sha256_prefix + '…'}; delete it and run `{FETCH_COMMAND}`")
     return path
+
+
+def checksum_file(path: str | Path) -> Path:
+    """Where `fetch` records a downloaded weight's sha256 (the xrv pickles have no published checksum)."""
+    return Path(f"{path}.sha256")
+
+
+def record_sha256(path: str | Path) -> None:
+    from bjexp.io import atomic_write
+
+    with atomic_write(checksum_file(path), "w") as f:
+        f.write(sha256(path) + "\n")
+
+
+def recorded_sha256(path: str | Path) -> str | None:
+    f = checksum_file(path)
+    return f.read_text().split()[0] if f.is_file() else None
 
 
 @lru_cache(maxsize=64)
