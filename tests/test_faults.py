@@ -457,6 +457,7 @@ def assert_one_message(p: subprocess.CompletedProcess, *needles: str) -> None:
     """Exit 1 with the message alone: no traceback frames (Hydra's 10-50 lines are gone)."""
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-4000:]
     assert "Traceback" not in p.stderr and 'File "' not in p.stderr, p.stderr[-4000:]
+    assert "\\n" not in p.stderr, p.stderr[-4000:]  # lines, not one repr'd string with literal \n's
     for n in needles:
         assert n in p.stderr, p.stderr[-4000:]
 
