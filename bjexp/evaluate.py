@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bjexp import schema
+from bjexp import cli, schema
+from bjexp.errors import MissingRunFile
 from bjexp.eval import suite
 from bjexp.instantiate import instantiate
 from bjexp.io import write_json
@@ -47,7 +47,7 @@ def evaluate(cfg: DictConfig, data, run_dir: Path) -> dict:
     samples = sample_dir(run_dir)
     missing = [p for p in sub["pair_id"] if not (samples / f"{p}.png").is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} generated images missing in {samples} (e.g. {missing[0]}.png); "
+        raise MissingRunFile(f"{len(missing)} generated images missing in {samples} (e.g. {missing[0]}.png); "
                                 f"run `python -m bjexp.sample run={run_dir}` first")
     gen = suite.load_images([samples / f"{p}.png" for p in sub["pair_id"]], size)
     prior, cur = (data.tables.images[data.index[k][rows]].numpy() for k in ("prior", "current"))
@@ -85,7 +85,7 @@ def run(cfg: DictConfig) -> dict:
     return evaluate(cfg, data, run_dir)
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@cli.main()
 def main(cfg: DictConfig) -> None:
     res = run(cfg)
     print(json.dumps({k: round(v["value"], 4) for k, v in res["metrics"].items() if k.count("/") == 1}, indent=1))

@@ -64,8 +64,9 @@ def read_grey(path: str | Path, size: int | None = None) -> np.ndarray:
         raise ImageReadError(f"cannot read image {path}: {e}") from e
 
 
-def write_png(path: str | Path, img: np.ndarray) -> None:
+def write_png(path: str | Path, img: np.ndarray, perms=None) -> None:
+    """Atomically; `perms` (a bjexp.io.Mode) for MIMIC-derived images."""
     from bjexp.io import atomic_write
 
-    with atomic_write(path, "wb") as f:
+    with atomic_write(path, "wb", perms) as f:
         Image.fromarray(np.asarray(img, dtype=np.uint8)).save(f, format="PNG")

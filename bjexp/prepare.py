@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from bjexp import schema
+from bjexp import cli, schema
 from bjexp.instantiate import get_method
 
 schema.register()
@@ -18,7 +17,7 @@ def run(cfg: DictConfig) -> Path:
     return path
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@cli.main()
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -14,7 +14,7 @@ import hydra
 from hydra.utils import get_method
 from omegaconf import DictConfig
 
-from bjexp import schema
+from bjexp import cli, schema
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def run(cfg: DictConfig) -> Path | None:
     return out
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@cli.main()
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

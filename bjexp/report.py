@@ -14,11 +14,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
-from bjexp import schema
+from bjexp import cli, schema
 from bjexp.io import atomic_write
 from bjexp.tracking.report import headline, legend, merged_info, metric_info, metrics_table
 
@@ -114,7 +113,7 @@ def write(root: Path, rcfg=None, logger_cfg=None) -> dict[str, Path]:
     return out
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@cli.main()
 def main(cfg: DictConfig) -> None:
     if not cfg.run:
         raise SystemExit("usage: python -m bjexp.report run=<run dir or multirun dir>")

@@ -9,13 +9,12 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import hydra
 import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from bjexp import schema
+from bjexp import checkpoints, cli, runstate, schema
 from bjexp.imaging import write_png
 from bjexp.models.encoders import EncodedText
 from bjexp.models.guidance import pair_generator
@@ -61,6 +60,7 @@ def generate(cfg: DictConfig, data, generator, run_dir: Path, prompt: str = "tex
     round trips to `samples_vae/` (the latent's own ceiling, read beside the generated images)."""
     s = cfg.sampler
     out = sample_dir(run_dir)
+    runstate.claim_samples(cfg, out)  # never mix samples made with other settings (resample=true starts afresh)
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for r in test_rows(data.df, cfg.eval.max_pairs)
             if not (out / f"{data.df['pair_id'].iat[r]}.png").is_file()]
@@ -104,20 +104,20 @@ def run(cfg: DictConfig) -> Path:
     """Standalone: rebuild a finished run's method (and its trained module from the last checkpoint), then sample."""
     from bjexp.methods import build_method
     from bjexp.tracking.runinfo import run_config
-    from bjexp.workflow import checkpoint_dir, load_data
+    from bjexp.workflow import load_data
 
     cfg = run_config(cfg)  # run=<dir>: that run's own config
     run_dir = Path(cfg.run or cfg.paths.run_dir)
     method = build_method(cfg)
     method.check(cfg)
-    if method.trains and not (ckpt := checkpoint_dir(run_dir) / "last.ckpt").is_file():
-        raise FileNotFoundError(f"no checkpoint at {ckpt}: train first (`python -m bjexp.train`)")
+    if method.trains:
+        checkpoints.require_last(run_dir)  # before data and models
     data = load_data(cfg)
     module = method.restore(cfg, data, run_dir)
     return generate(cfg, data, method.generator(cfg, data, module), run_dir, getattr(method, "prompt", "text"))
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@cli.main()
 def main(cfg: DictConfig) -> None:
     print(f"samples: {run(cfg)}")
 

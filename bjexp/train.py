@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from bjexp import schema
+from bjexp import cli, runstate, schema
 
 schema.register()
 
@@ -74,9 +73,9 @@ def run(cfg: DictConfig) -> dict:
     return {k: v["value"] for k, v in results["metrics"].items()}
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@cli.main()
 def main(cfg: DictConfig) -> dict:
-    return run(cfg)
+    return runstate.tracked(run, cfg)  # refuses a run dir of another config; run.json: running -> finished | failed
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ import torch
 from omegaconf import DictConfig
 
 from bjexp import prepare
+from bjexp.checkpoints import checkpoint_dir, last_checkpoint
 from bjexp.data import manifest as mf
 from bjexp.data.datamodule import JourneyDataModule, Tables, encode_tables, load_tables
+from bjexp.errors import ConfigError
 from bjexp.io import config_hash
 from bjexp.models.build import build_encoder, build_scheme, build_unet, build_vae
 from bjexp.models.diffusion import JourneyDiffusion
@@ -30,9 +32,14 @@ class Data:
 
 
 def load_data(cfg: DictConfig) -> Data:
+    from bjexp import preflight
+
+    preflight.check(cfg)  # missing weights, a bad sampler, zero steps... fail now, not after data preparation
     prepared = prepare.run(cfg)
+    mf.require_complete(prepared)
     path = register_manifest(prepared, cfg)
     df = mf.read(path)
+    mf.require_splits(df, path)
     tables, index = load_tables(df, cfg.model.image_size)
     return Data(path, df, tables, index, prepared_path=Path(prepared))
 
@@ -88,13 +95,11 @@ def weights_fingerprint(folder) -> list:
     return [str(folder.resolve())] + [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
 
 
-def checkpoint_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
 def load_trained(module: JourneyDiffusion, ckpt: Path) -> JourneyDiffusion:
     """A built module with a checkpoint's trained weights and EMA (weights_only: checkpoints are data, not code)."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    from bjexp import checkpoints
+
+    state = checkpoints.load(ckpt)
     module.load_state_dict(state["state_dict"])
     module.on_load_checkpoint(state)
     return module
@@ -103,7 +108,7 @@ def load_trained(module: JourneyDiffusion, ckpt: Path) -> JourneyDiffusion:
 def make_trainer(cfg: DictConfig, run_dir: Path, loggers) -> L.Trainer:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from bjexp import slurm
+    from bjexp import checkpoints, slurm
     from bjexp.tracking.progress_bar import StepProgressBar
 
     t = cfg.trainer
@@ -116,9 +121,10 @@ def make_trainer(cfg: DictConfig, run_dir: Path, loggers) -> L.Trainer:
                      accumulate_grad_batches=t.accumulate_grad_batches, deterministic=t.deterministic,
                      enable_progress_bar=t.enable_progress_bar, logger=loggers or False,
                      # submitit owns requeueing: Lightning's auto-requeue off, SIGTERM handed back to submitit
-                     callbacks=[ckpt, *slurm.lightning_callbacks(),
+                     callbacks=[ckpt, checkpoints.save_on_sigterm(last_checkpoint(run_dir)), *slurm.lightning_callbacks(),
                                 *([StepProgressBar()] if t.enable_progress_bar else [])],  # steps, not epochs
-                     plugins=slurm.lightning_plugins(), default_root_dir=str(run_dir), num_sanity_val_steps=0,
+                     plugins=[*slurm.lightning_plugins(), checkpoints.checkpoint_io()], default_root_dir=str(run_dir),
+                     num_sanity_val_steps=0,
                      use_distributed_sampler=False)  # StepBatchSampler shards by rank itself
 
 
@@ -126,7 +132,7 @@ def per_device_batch(cfg: DictConfig) -> int:
     world = (cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1) * cfg.trainer.num_nodes
     per = cfg.model.optim.batch_size // (world * cfg.trainer.accumulate_grad_batches)
     if per * world * cfg.trainer.accumulate_grad_batches != cfg.model.optim.batch_size:
-        raise ValueError(f"model.optim.batch_size={cfg.model.optim.batch_size} is not divisible by devices x nodes x "
+        raise ConfigError(f"model.optim.batch_size={cfg.model.optim.batch_size} is not divisible by devices x nodes x "
                          f"accumulation = {world * cfg.trainer.accumulate_grad_batches}")
     return per
 
@@ -139,10 +145,10 @@ def stage_ends(cfg: DictConfig) -> list[tuple[str, str, int]]:
     lengths = [s.steps if s.steps >= 0 else round(s.fraction * total) if s.fraction is not None else None
                for s in stages]
     if sum(x is None for x in lengths) > 1:
-        raise ValueError("curriculum: at most one stage may take the remaining steps (steps: -1)")
+        raise ConfigError("curriculum: at most one stage may take the remaining steps (steps: -1)")
     rest = total - sum(x for x in lengths if x is not None)
     if rest < 0:
-        raise ValueError(f"curriculum stages need {total - rest} steps but trainer.max_steps={total}")
+        raise ConfigError(f"curriculum stages need {total - rest} steps but trainer.max_steps={total}")
     ends, at = [], 0
     for s, n in zip(stages, lengths):
         at += rest if n is None else n
@@ -170,7 +176,7 @@ def fit(cfg: DictConfig, module: JourneyDiffusion, data: Data, run_dir: Path, lo
 
     from omegaconf import open_dict
 
-    last = checkpoint_dir(run_dir) / "last.ckpt"
+    last = last_checkpoint(run_dir)
     done_file = checkpoint_dir(run_dir) / "stages.json"
     done = json.loads(done_file.read_text()) if done_file.is_file() else []
     trainer = None
@@ -182,15 +188,33 @@ def fit(cfg: DictConfig, module: JourneyDiffusion, data: Data, run_dir: Path, lo
         with open_dict(stage_cfg):
             stage_cfg.trainer.max_steps = end
         trainer = make_trainer(stage_cfg, run_dir, loggers)
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
+        _fit_or_exit(trainer, module, dm, last)
         if trainer.global_step < end:  # interrupted (e.g. SIGTERM before a requeue): the stage is not done
             return trainer
-        trainer.save_checkpoint(last)  # every rank calls it (it synchronises); rank 0 writes
+        trainer.save_checkpoint(last, weights_only=False)  # every rank calls it (it synchronises); rank 0 writes
         if trainer.is_global_zero:
             from bjexp.io import write_json
 
             write_json(done_file, done := done + [name])
     if trainer is None:  # everything done already: a trainer that restores the final state
         trainer = make_trainer(cfg, run_dir, loggers)
-        trainer.fit(module, datamodule=datamodule(cfg, data, stage_ends(cfg)[-1][1]), ckpt_path=str(last))
+        _fit_or_exit(trainer, module, datamodule(cfg, data, stage_ends(cfg)[-1][1]), last)
     return trainer
+
+
+def _fit_or_exit(trainer: L.Trainer, module, dm, last: Path) -> None:
+    """trainer.fit, resuming from `last` when it exists. Lightning ends fit on SIGTERM with a SystemExit(0); here the
+    checkpoint is saved (SaveOnSigterm) and the process exits 143, so a terminated run never looks like a success."""
+    import sys
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from bjexp.checkpoints import Interrupted
+
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
+    except SIGTERMException:
+        saved = f"checkpoint saved at step {trainer.global_step}: {last}" if last.is_file() else "no checkpoint yet"
+        msg = f"training interrupted by SIGTERM ({saved}); run the same command again to resume"
+        print(msg, file=sys.stderr, flush=True)
+        raise Interrupted(msg) from None

@@ -176,3 +176,14 @@ def make_tree(root: Path, gz: bool = True, image_px: tuple[int, int] = (48, 40))
         if st in REPORTS:
             (root / "files" / f"p{s // 1_000_000}" / f"p{s}" / f"s{st}.txt").write_text(REPORTS[st])
     return root
+
+
+def build(tree: Path, cache: Path, *extra: str) -> Path:
+    """As `python -m bjexp.prepare data=mimic ...` does: compose, then call the configured builder (16 px, no val)."""
+    from hydra.utils import get_method
+
+    from conftest import compose
+
+    cfg = compose(["data=mimic", f"paths.mimic_root={tree}", f"paths.cache_dir={cache}", "data.image_size=16",
+                   "data.val_fraction=0", *extra])
+    return get_method(cfg.data.builder)(cfg)

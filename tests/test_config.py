@@ -7,6 +7,8 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, compose
 
+from bjexp.schema.strict import unknown_keys
+
 # Specializing groups are selected by other choices (e.g. model_overrides=${model}), not on their own.
 SKIP_GROUPS = {"hydra", "experiment", "local", "model_overrides", "encoder_model", "method_model"}
 
@@ -28,6 +30,7 @@ def _resolve_all_but_runtime(cfg):
 def test_every_group_option_composes(group, option):
     cfg = compose([f"{group}={option}"])
     assert cfg[group] is not None
+    assert unknown_keys(cfg) == []  # every key of every option is declared by its schema
     _resolve_all_but_runtime(cfg)
 
 
@@ -38,6 +41,7 @@ EXPERIMENTS = sorted(p.relative_to(REPO / "conf" / "experiment").with_suffix("")
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes(name):
     cfg = compose([f"experiment={name}"])
+    assert unknown_keys(cfg) == []
     _resolve_all_but_runtime(cfg)
 
 

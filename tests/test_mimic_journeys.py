@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, compose
-from mimic_fake import EXPECTED, IMAGES, make_tree
+from mimic_fake import EXPECTED, IMAGES, build, make_tree
 
 from bjexp.data import manifest
+from bjexp.errors import DataError
 from bjexp.data.mimic.build import build_manifest
 from bjexp.data.mimic.counts import Counts
 from bjexp.data.mimic.metadata import MimicFormatError, read_labels, read_metadata
@@ -25,15 +26,6 @@ from bjexp.data.mimic.splits import by_patient_folder, unit_hash
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
     return make_tree(tmp_path_factory.mktemp("mimic"))
-
-
-def build(tree: Path, cache: Path, *extra: str) -> Path:
-    """As `python -m bjexp.prepare data=mimic ...` does: compose, then call the configured builder."""
-    from hydra.utils import get_method
-
-    cfg = compose(["data=mimic", f"paths.mimic_root={tree}", f"paths.cache_dir={cache}", "data.image_size=16",
-                   "data.val_fraction=0", *extra])
-    return get_method(cfg.data.builder)(cfg)
 
 
 def keyed(df: pd.DataFrame) -> dict[tuple, pd.Series]:
@@ -123,8 +115,10 @@ def test_gap_bounds(tree, tmp_path):
 
 
 def test_limit_patients(tree, tmp_path):
-    df = manifest.read(build(tree, tmp_path, "data.limit_patients=2"))  # the two lowest subject ids
-    assert set(keyed(df)) == {e[:3] for e in EXPECTED if e[0] in (10000032, 11000011)}
+    df = manifest.read(build(tree, tmp_path, "data.limit_patients=7"))  # the seven lowest subject ids (p20 left out)
+    assert set(keyed(df)) == {e[:3] for e in EXPECTED if e[0] != 20000044}
+    with pytest.raises(DataError, match=r"the test split is empty \(journeys per split: train 4, val 0, test 0\)"):
+        build(tree, tmp_path, "data.limit_patients=2")  # p10 and p11 only: nothing to evaluate on
 
 
 def test_official_split_and_negbio(tree, tmp_path):
@@ -274,5 +268,5 @@ def test_dicom_source_and_metadata_only(tree, tmp_path):
     df = manifest.read(path)
     assert all(p.resolve().is_file() and p.suffix == ".jpg" for p in manifest.resolve(df, "prior_path"))
     assert "prior_image_hash" not in df
-    # without pixels only existence is checked: the pair with the corrupt JPEG stays, the missing one goes
-    assert set(keyed(df)) == {e[:3] for e in EXPECTED} | {(15000077, 55000001, 55000002)}
+    # without pixels nothing is read: every pair stays, those with a corrupt or a missing JPEG too (metadata-only)
+    assert set(keyed(df)) == {e[:3] for e in EXPECTED} | {(15000077, 55000001, 55000002), (13000055, 53000002, 53000003)}

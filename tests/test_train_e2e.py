@@ -34,6 +34,7 @@ def test_main_job_end_to_end(tmp_path, cache_dir):
         assert (run / f).is_file(), f
     info = json.loads((run / "run.json").read_text())
     assert info["seed"] == 0 and len(info["manifest_hash"]) == 16 and "sha" in info["git"] and "dirty" in info["git"]
+    assert info["status"] == "finished"
     assert info["choices"]["method"] == "biomedjourney" and info["choices"]["encoder"] == "biomedclip"
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 6 and "ema" in ckpt

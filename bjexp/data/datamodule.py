@@ -17,8 +17,9 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from bjexp.errors import ConfigError
 from bjexp.imaging import read_grey, uint8_to_vae
-from bjexp.io import atomic_write, bytes_hash
+from bjexp.io import atomic_write, bytes_hash, cache_lock
 from bjexp.models.encoders import EncodedText
 from bjexp.progress import progress
 
@@ -63,10 +64,15 @@ def encode_tables(tables: Tables, vae, encoder, cache_dir: Path, key: str, batch
     """Fill moments/states/mask, from the on-disk cache when this exact (images, texts, models) was seen."""
     content = bytes_hash(tables.images.numpy().tobytes() + "\x00".join(tables.texts).encode())
     path = Path(cache_dir) / "features" / f"{key}-{content}.safetensors"
-    if path.is_file():
-        t = load_file(path)
-        tables.moments, tables.states, tables.mask = t["moments"], t["states"], t["mask"].bool()
-        return tables
+    with cache_lock(path):  # concurrent sweep jobs: one encodes, the others wait and reuse it
+        if path.is_file():
+            t = load_file(path)
+            tables.moments, tables.states, tables.mask = t["moments"], t["states"], t["mask"].bool()
+            return tables
+        return _encode(tables, vae, encoder, path, batch_size)
+
+
+def _encode(tables: Tables, vae, encoder, path: Path, batch_size: int) -> Tables:
     device = next(vae.parameters()).device
     moments, states, masks = [], [], []
     with progress() as bar:
@@ -127,7 +133,7 @@ class StepBatchSampler(Sampler[list[int]]):
 
     def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
         if n < batch_size * world:
-            raise ValueError(f"{n} training pairs < global batch {batch_size * world}: lower model.optim.batch_size")
+            raise ConfigError(f"{n} training pairs < global batch {batch_size * world}: lower model.optim.batch_size")
         self.n, self.b, self.seed, self.start, self.rank, self.world = n, batch_size, seed, start, rank, world
         self.per_epoch = n // (batch_size * world)
 

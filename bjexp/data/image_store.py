@@ -5,9 +5,10 @@ crop to size x size; never a flip (laterality). JPEGs are decoded at a reduced s
 enough (libjpeg DCT scaling through PIL's draft mode: several times faster than a full decode + resize).
 DICOM: modality + VOI LUT, MONOCHROME1 inverted so that bone is bright, min-max to 8 bits.
 
-The store is resumable: files are written atomically (temp + rename) and an existing file is reused, so a killed
-prepare continues where it stopped. A corrupt or missing source is recorded (key, path, reason) and skipped.
-Every stored file's content hash (sha256 of the PNG bytes, 16 hex) is returned for the manifest.
+The store is resumable: files are written atomically (temp + rename) and an existing file is reused (unless its
+source is newer: a replaced or fixed source is stored again), so a killed prepare continues where it stopped. A
+corrupt or missing source is recorded (key, path, reason) and skipped. Every stored file's content hash (sha256 of
+the PNG bytes, 16 hex) is returned for the manifest. Stored images are written owner-only by default (MIMIC).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from bjexp.io import atomic_write, bytes_hash
+from bjexp.io import Mode, atomic_write, bytes_hash, private_mode
 
 log = logging.getLogger(__name__)
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 6]
@@ -109,23 +110,33 @@ class StoreResult:
     written: int = 0
 
 
+def _fresh(out: Path, src: str | Path) -> bool:
+    """A stored file is reused when it exists and is not older than its source."""
+    try:
+        return out.stat().st_mtime_ns >= Path(src).stat().st_mtime_ns
+    except FileNotFoundError:
+        return out.is_file()
+
+
 def build_store(items: Sequence[tuple[str, str | Path]], store_dir: str | Path, size: int, workers: int = 2,
-                progress: bool = True) -> StoreResult:
-    """Preprocess (key, source path) items into `<store_dir>/images/<key>.png`, reusing files already there."""
+                progress: bool = True, perms: Mode | None = None) -> StoreResult:
+    """Preprocess (key, source path) items into `<store_dir>/images/<key>.png`, reusing files already there.
+    `perms`: file and folder modes (default owner-only, bjexp.io.private_mode())."""
     store_dir = Path(store_dir)
+    perms = perms or private_mode()
     res = StoreResult()
 
     def one(item: tuple[str, str | Path]) -> tuple[str, str | None, str | None, bool]:
         key, src = item
         rel = f"images/{key}.png"
         out = store_dir / rel
-        if out.is_file():
+        if _fresh(out, src):
             return key, rel, bytes_hash(out.read_bytes()), True
         try:
             data = encode_png(preprocess(src, size))
         except (ImageError, cv2.error, OSError, ValueError) as e:
             return key, None, str(e), False
-        with atomic_write(out, "wb") as f:
+        with atomic_write(out, "wb", perms) as f:
             f.write(data)
         return key, rel, bytes_hash(data), False
 

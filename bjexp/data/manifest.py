@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bjexp.io import atomic_write, files_hash
+from bjexp.errors import DataError, UserError
+from bjexp.io import Mode, atomic_write, files_hash
 
 # Identity and split columns.
 ID_COLUMNS = ["pair_id", "patient_id", "split", "prior_study_id", "current_study_id"]
@@ -23,9 +24,10 @@ REQUIRED_COLUMNS = ID_COLUMNS + PATH_COLUMNS + TEXT_COLUMNS
 # Real data (bjexp.data.mimic) adds prior_/current_ dicom_id, view, date and image_hash (sha256 of the stored PNG,
 # 16 hex), and writes `<manifest>.counts.json` (rows read / removed / per split) beside the manifest.
 SPLITS = ("train", "val", "test")
+NEEDED_SPLITS = ("train", "test")  # val may be empty (val_fraction=0): it only gives the validation loss
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest that does not satisfy the contract (names the file and the problem)."""
 
 
@@ -72,15 +74,52 @@ def read(path: str | Path) -> pd.DataFrame:
         raise ManifestError(f"{path}: not a readable CSV manifest ({e})") from e
     df["text"] = df["text"].fillna("")
     df.attrs["root"] = str(path.parent)
+    df.attrs["source"] = str(path)
     return validate(df, path)
 
 
-def write(df: pd.DataFrame, path: str | Path) -> Path:
+def write(df: pd.DataFrame, path: str | Path, perms: Mode | None = None) -> Path:
+    """Validate and write atomically; `perms` for manifests that carry MIMIC-derived text (bjexp.io.private_mode)."""
     validate(df, path)
     path = Path(path)
-    with atomic_write(path, "w") as f:
+    with atomic_write(path, "w", perms) as f:
         df.to_csv(f, index=False)
     return path
+
+
+def split_counts(df: pd.DataFrame) -> dict[str, int]:
+    return {s: int((df["split"] == s).sum()) for s in SPLITS}
+
+
+def require_splits(df: pd.DataFrame, source: str | Path, hint: str = "") -> None:
+    """Training needs a train split and evaluation a test split: an empty one is an error naming it and the counts."""
+    counts = split_counts(df)
+    empty = [s for s in NEEDED_SPLITS if counts[s] == 0]
+    if empty:
+        raise DataError(f"{source}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
+                        f"(journeys per split: {', '.join(f'{k} {v}' for k, v in counts.items())})"
+                        + (f"; {hint}" if hint else ""))
+
+
+def status_path(path: str | Path) -> Path:
+    """`<manifest>.counts.json`: the builder's counts report, with what is `incomplete` (empty = complete)."""
+    return Path(path).with_suffix(".counts.json")
+
+
+def incomplete(path: str | Path) -> dict[str, int]:
+    """What the builder could not finish for this manifest (e.g. {'describer: request budget': 3}); {} if complete."""
+    import json
+
+    p = status_path(path)
+    return json.loads(p.read_text()).get("incomplete", {}) if p.is_file() else {}
+
+
+def require_complete(path: str | Path) -> None:
+    missing = incomplete(path)
+    if missing:
+        raise DataError(f"{path} is incomplete ({', '.join(f'{k}: {n} pairs' for k, n in missing.items())}); run the "
+                        "same command again to fill in what is missing (finished work is cached), see "
+                        f"{status_path(path)}")
 
 
 def file_hash(path: str | Path) -> str:

@@ -20,13 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from bjexp.data import manifest
 from bjexp.data.image_store import build_store
 from bjexp.data.mimic.splits import unit_hash
-from bjexp.io import atomic_write, config_hash, files_hash
+from bjexp.errors import UserError
+from bjexp.io import atomic_write, cache_lock, config_hash, files_hash, stat_fingerprint
 
 log = logging.getLogger(__name__)
 REQUIRED = ["pair_id", "patient_id", "prior_file", "current_file", "delta_days"]
 
 
-class RealPairsError(ValueError):
+class RealPairsError(UserError, ValueError):
     pass
 
 
@@ -47,14 +48,18 @@ def build_manifest(cfg: DictConfig) -> Path:
         raise RealPairsError(f"{src}: not found (data.root should hold pairs.csv)")
     store_dir = Path(cfg.paths.cache_dir).expanduser() / "real_pairs" / config_hash(str(root.resolve()), d.image_size)
     plain = {k: v for k, v in OmegaConf.to_container(d, resolve=True).items() if k != "workers"}
-    out = store_dir / f"manifest-{config_hash(plain, files_hash([src]))}.csv"
-    if out.is_file():
-        return out
     pairs = pd.read_csv(src, dtype={"patient_id": str, "pair_id": str})
     missing = [c for c in REQUIRED if c not in pairs]
     if missing:
         raise RealPairsError(f"{src}: missing column(s) {missing}")
     files = pd.unique(pd.concat([pairs["prior_file"], pairs["current_file"]]))
+    # The key covers every image file (size + mtime): a fixed or replaced image makes a new manifest.
+    out = store_dir / f"manifest-{config_hash(plain, files_hash([src]), stat_fingerprint(root / f for f in files))}.csv"
+    with cache_lock(out):  # a second process preparing it waits, then reuses it
+        return out if out.is_file() else _build(d, root, pairs, files, store_dir, out)
+
+
+def _build(d: DictConfig, root: Path, pairs: pd.DataFrame, files, store_dir: Path, out: Path) -> Path:
     res = build_store([(_key(f), root / f) for f in files], store_dir, d.image_size, workers=d.workers)
     if res.failed:
         with atomic_write(store_dir / "failed_images.csv", "w") as f:
@@ -82,6 +87,7 @@ def build_manifest(cfg: DictConfig) -> Path:
         "current_image_hash": pairs["current_file"].map(lambda f: res.hashes[_key(f)]),
     })
     df = df.join(_attributes(root, pairs))
+    manifest.require_splits(df, f"data=real_pairs ({root / 'pairs.csv'})", "nothing was cached")
     manifest.write(df, out)
     log.info("data=real_pairs: %d pairs (%s) -> %s", len(df), df["split"].value_counts().to_dict(), out)
     return out

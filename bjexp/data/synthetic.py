@@ -19,7 +19,7 @@ from bjexp.data.describers import SEVERITY_WORDS, SIDE_WORDS, FindingState, desc
 from bjexp.data.findings import LATERAL, PHRASE, SYNTHETIC_FINDINGS
 from bjexp.data.phantom import MASK_NAMES, N_RACE, Anatomy, PhantomRenderer, Pose, StudyState, load_lung_masks
 from bjexp.data.reports import stored_sections
-from bjexp.io import atomic_dir, atomic_write, config_hash
+from bjexp.io import atomic_write, build_once, config_hash
 from bjexp.progress import progress
 
 # Bump when the phantoms or journeys change: it is part of the cache key, so stale worlds are never reused.
@@ -144,9 +144,8 @@ def pair_mask_path(pair_id: str) -> str:
 def build_manifest(cfg: DictConfig) -> Path:
     """Generate (or reuse) the synthetic journeys; returns the manifest path for `cfg.describer`."""
     out = world_dir(cfg)
-    if not (out / "manifest.csv").is_file():
-        with atomic_dir(out) as tmp:
-            generate(cfg.data, tmp, mask_cache=Path(cfg.paths.cache_dir) / "data")
+    build_once(out, lambda tmp: generate(cfg.data, tmp, mask_cache=Path(cfg.paths.cache_dir) / "data"),
+               done=(out / "manifest.csv").is_file)
     return described_manifest(out / "manifest.csv", cfg)
 
 
@@ -240,7 +239,9 @@ def generate(d: DictConfig, out: Path, mask_cache: Path | None = None) -> None:
     np.savez_compressed(out / "classifier.npz", images=np.stack(imgs), labels=np.asarray(labels, np.int64),
                         attrs=np.asarray(attrs, np.float32), findings=np.asarray(SYNTHETIC_FINDINGS),
                         masks=np.stack(masks), mask_names=np.asarray(MASK_NAMES))
-    mf.write(pd.DataFrame(rows), out / "manifest.csv")
+    df = pd.DataFrame(rows)
+    mf.require_splits(df, "data=synthetic", f"data.n_patients={d.n_patients} with test_fraction={d.test_fraction}")
+    mf.write(df, out / "manifest.csv")
 
 
 def _save_png(path: Path, img: np.ndarray) -> None:

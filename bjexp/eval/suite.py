@@ -74,6 +74,27 @@ def fid_from_config(cfg_eval: Any, generated: np.ndarray, reference: np.ndarray,
                        prefix=prefix)
 
 
+def preflight(cfg_eval: Any) -> None:
+    """Start-up checks of an evaluation config, before any data or model work: the predictor class's own `preflight`
+    (e.g. xrv weight files present) and the FID feature extractors' weight files."""
+    from omegaconf import OmegaConf
+
+    from bjexp.instantiate import get_method
+
+    p = OmegaConf.to_container(cfg_eval.predictor, resolve=True) if hasattr(cfg_eval.predictor, "keys") else {}
+    if p.get("_target_"):
+        check = getattr(get_method(p["_target_"]), "preflight", None)
+        if check is not None:
+            check(**{k: v for k, v in p.items() if k != "_target_"})
+    if _get(cfg_eval, "fid", False) and (s := _get(cfg_eval, "fid_settings")) is not None:
+        from bjexp.eval.fid import weights_file
+
+        for ex in s.extractors:
+            weights_file(ex, xrv_weights=str(s.xrv_weights), xrv_dir=str(_get(cfg_eval, "weights_dir")),
+                         inception_weights=str(s.inception_weights),
+                         verify=bool(_get(cfg_eval, "verify_checksums", True)))
+
+
 def score_all(cfg_eval: Any, predictor: metrics.Predictor, df: pd.DataFrame, *, generated: np.ndarray,
               current: np.ndarray, prior: np.ndarray, seed: int = 0) -> dict:
     """All metrics of one run; rows of the three image arrays align with `df` rows. Returns results.json's body."""

@@ -15,7 +15,7 @@ from torch import nn
 from bjexp.data.phantom import N_RACE
 from bjexp.eval.metrics import Predictions
 from bjexp.imaging import uint8_to_model
-from bjexp.io import atomic_dir, config_hash, write_json
+from bjexp.io import atomic_dir, cache_lock, config_hash, write_json
 from bjexp.progress import progress
 
 AGE_MEAN, AGE_STD = 55.0, 20.0
@@ -72,6 +72,11 @@ def train_classifier(npz_path: Path, ccfg, cache_dir: Path, seed: int = 0) -> Pa
     out = Path(cache_dir) / "classifier" / f"synthetic-{key}"
     if (out / "model.safetensors").is_file():
         return out
+    with cache_lock(out):  # concurrent sweep jobs: one trains, the others wait and reuse it
+        return out if (out / "model.safetensors").is_file() else _train_classifier(data, ccfg, seed, key, out)
+
+
+def _train_classifier(data, ccfg, seed: int, key: str, out: Path) -> Path:
     images, labels, attrs = data["images"], data["labels"], data["attrs"]
     findings = tuple(str(f) for f in data["findings"])
     n_test = len(images) // 5

@@ -128,14 +128,7 @@ class XRVPredictor:
         self.show_progress = progress
         self.name = f"xrv:{self.weights}"
         self.version = xrv.__version__
-        # Fail on every missing file at once, before building any model.
-        roles = {"pathology": self.weights, **{r: r for r, on in (("race", race), ("age", age), ("sex", sex)) if on}}
-        missing = [p for a in roles.values() for p in assets.check_folder(a, self.cache_dir)]
-        if missing:
-            raise assets.MissingWeightsError(*missing)
-        for a in roles.values():  # checksums (recorded at fetch) before xrv unpickles anything
-            assets.require(a, folder=self.cache_dir, verify=verify_checksums)
-        self.files = {role: self.cache_dir / assets.get(a).file for role, a in roles.items()}
+        self.files = self.preflight(weights, cache_dir, race=race, age=age, sex=sex, verify_checksums=verify_checksums)
 
         self.densenet = load_densenet(self.weights, self.cache_dir, verify=False).to(self.device)
         meta = xrv.models.model_urls[self.weights]
@@ -164,6 +157,20 @@ class XRVPredictor:
                     raise ValueError(f"sex_positive={sex_positive!r} not in SexModel targets {self.sex_model.targets}")
                 self._sex_index = list(self.sex_model.targets).index(sex_positive)
         self.sex_positive = sex_positive
+
+    @staticmethod
+    def preflight(weights: str = DEFAULT_WEIGHTS, cache_dir: str = DEFAULT_WEIGHTS_DIR, race: bool = True,
+                  age: bool = True, sex: bool = True, verify_checksums: bool = True, **_: object) -> dict[str, Path]:
+        """role -> weight file, failing on every missing file at once (run at start-up, before any model is built)."""
+        folder = Path(os.path.expanduser(str(cache_dir)))
+        roles = {"pathology": full_weights_name(weights),
+                 **{r: r for r, on in (("race", race), ("age", age), ("sex", sex)) if on}}
+        missing = [p for a in roles.values() for p in assets.check_folder(a, folder)]  # every missing file at once
+        if missing:
+            raise assets.MissingWeightsError(*missing)
+        for a in roles.values():  # checksums (recorded at fetch) before xrv unpickles anything
+            assets.require(a, folder=folder, verify=verify_checksums)
+        return {role: folder / assets.get(a).file for role, a in roles.items()}
 
     @torch.inference_mode()
     def _predict_batch(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ class Generator(Protocol):
 class Method(Protocol):
     name: str
     trains: bool  # train.run fits `build(...)` before sampling
+    samples: bool  # its pixels depend on the sampler settings (False: the identity copy)
 
     def assets(self, cfg: DictConfig) -> list[str]:
         """Names in the weights registry this run needs (for `python -m bjexp.assets verify`)."""

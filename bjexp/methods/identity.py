@@ -17,6 +17,7 @@ class CopyPrior:
 class Identity:
     name = "identity"
     trains = False
+    samples = False
 
     def assets(self, cfg) -> list[str]:
         return []

@@ -13,6 +13,7 @@ from bjexp.models.pipeline import JourneyPipeline
 
 class Pretrained:
     trains = False
+    samples = True
 
     def __init__(self, weights: dict, prompt: str = "text"):
         from bjexp.instantiate import instantiate

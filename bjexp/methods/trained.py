@@ -17,6 +17,7 @@ from bjexp.models.pipeline import JourneyPipeline, scheduler_folder_config
 
 class TrainedDiffusion:
     trains = True
+    samples = True
 
     def __init__(self, uses_prior: bool | None = None, init: dict | None = None):
         from bjexp.instantiate import instantiate
@@ -64,12 +65,10 @@ class TrainedDiffusion:
         return build_module(self.model_cfg(cfg, data), data)
 
     def restore(self, cfg: DictConfig, data, run_dir: Path):
-        from bjexp.workflow import checkpoint_dir, load_trained
+        from bjexp.checkpoints import require_last
+        from bjexp.workflow import load_trained
 
-        ckpt = checkpoint_dir(run_dir) / "last.ckpt"
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"no checkpoint at {ckpt}: train first (`python -m bjexp.train`)")
-        return load_trained(self.build(cfg, data), ckpt)
+        return load_trained(self.build(cfg, data), require_last(run_dir))
 
     def generator(self, cfg: DictConfig, data, module) -> JourneyPipeline:
         # The initial folder's own scheduler config; None: the miniature world's convention.

@@ -107,7 +107,12 @@ class JourneyDiffusion(L.LightningModule):
         loss = self._loss(batch, dropout=False, g=self._step_generator(-1, batch_idx, self.global_rank))
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["row"]), sync_dist=True)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def optimizer_step(self, *args, **kwargs):
+        # The EMA follows each optimizer step here, inside the step: Lightning's ModelCheckpoint saves in its
+        # on_train_batch_end, which runs before the module's own, so an EMA stepped there lagged one update behind
+        # every saved checkpoint (a resumed run's EMA differed from an uninterrupted one's). Also one EMA update per
+        # optimizer step, not per accumulated micro-batch.
+        super().optimizer_step(*args, **kwargs)
         if self.global_step % self.ema_every == 0:
             self.ema.step(self.unet.parameters())
         self.log("train/ema_decay", self.ema.cur_decay_value or 0.0, batch_size=1)

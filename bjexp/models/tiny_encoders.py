@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from bjexp.data.reports import stored_sections
 from bjexp.imaging import read_grey, uint8_to_model
-from bjexp.io import atomic_dir, bytes_hash, config_hash
+from bjexp.io import atomic_dir, bytes_hash, cache_lock, config_hash
 from bjexp.progress import progress
 
 
@@ -54,9 +54,10 @@ def build_tiny_encoder(enc: DictConfig, manifest_df, image_size: int, cache_dir:
     train = manifest_df[manifest_df["split"] == "train"]
     # (image, Impression) pairs, like image-caption pairs: each study of the training split once (a report without
     # sections counts whole). The vocabulary also covers the full reports and the progression texts it will encode.
-    paths = {**dict(zip(train["prior_path"], train["prior_report"])), **dict(zip(train["current_path"], train["current_report"]))}
+    reports = {side: train[f"{side}_report"].fillna("").astype(str) for side in ("prior", "current")}  # no report: ""
+    paths = {**dict(zip(train["prior_path"], reports["prior"])), **dict(zip(train["current_path"], reports["current"]))}
     texts = [imp or fin for fin, imp in map(stored_sections, paths.values())]
-    vocabulary = sorted(set(texts) | set(paths.values()) | set(manifest_df["text"]))
+    vocabulary = sorted(set(texts) | set(paths.values()) | set(manifest_df["text"].fillna("").astype(str)))
     # "wordpiece-v2": folders built before the tokenizer fix had a 5-token vocabulary; never reuse them. The texts
     # are in the key: a world with new report wording builds a new encoder.
     corpus = bytes_hash("\x00".join([*texts, *vocabulary]).encode())
@@ -64,6 +65,14 @@ def build_tiny_encoder(enc: DictConfig, manifest_df, image_size: int, cache_dir:
     out = Path(cache_dir) / "encoders" / f"{enc.name}-{key}"
     if (out / "open_clip_config.json").is_file():
         return out
+    with cache_lock(out):  # concurrent sweep jobs: one pretrains, the others wait and reuse it
+        if (out / "open_clip_config.json").is_file():
+            return out
+        return _pretrain(enc, manifest_df, paths, texts, vocabulary, image_size, seed, out)
+
+
+def _pretrain(enc: DictConfig, manifest_df, paths: dict, texts: list[str], vocabulary: list[str], image_size: int,
+              seed: int, out: Path) -> Path:
     import open_clip
     from safetensors.torch import save_file
 

@@ -12,7 +12,7 @@ from diffusers import AutoencoderKL
 from omegaconf import DictConfig
 
 from bjexp.imaging import uint8_to_model
-from bjexp.io import atomic_dir, config_hash
+from bjexp.io import atomic_dir, cache_lock, config_hash
 from bjexp.progress import progress
 
 
@@ -31,6 +31,11 @@ def train_tiny_vae(vcfg: DictConfig, images: np.ndarray, cache_dir: Path, seed: 
     out = Path(cache_dir) / "vae" / f"tiny-{key}"
     if (out / "config.json").is_file():
         return out
+    with cache_lock(out):  # concurrent sweep jobs: one trains, the others wait and reuse it
+        return out if (out / "config.json").is_file() else _train_tiny_vae(vcfg, images, seed, out)
+
+
+def _train_tiny_vae(vcfg: DictConfig, images: np.ndarray, seed: int, out: Path) -> Path:
     torch.manual_seed(seed)
     vae = tiny_vae(vcfg)
     n_val = max(len(images) // 10, 1)

@@ -6,16 +6,24 @@ Cache layout (under `paths.cache_dir/registration/<method_key>/`, method_key = h
                            shared by every manifest/sweep run that holds the same two images.
   pairs/<k[:2]>/<k>.png    the warped moving image (only for flag ok; otherwise the original image is used).
   manifests/<manifest_hash>-<out_key>/{manifest.csv, dropped.csv, summary.json}   the registered manifest.
+
+Everything written is as private as the input manifest (bjexp.io.mode_like): registering MIMIC keeps it owner-only.
+Workers start from a fresh interpreter (forkserver), never a fork of a parent whose threads (OpenCV's pool, torch's
+OpenMP, rich's refresh, W&B) may hold a lock mid-fork; a worker that dies or works on one pair for longer than
+`registration.stall_timeout_s` is an error naming the pairs in flight, never a silent wait.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import multiprocessing as mp
 import os
+import queue
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -26,8 +34,9 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from bjexp.data import manifest as mf
+from bjexp.errors import UserError
 from bjexp.imaging import ImageReadError, read_grey, write_png
-from bjexp.io import atomic_write, config_hash, write_json
+from bjexp.io import Mode, atomic_write, config_hash, makedirs, mode_like, write_json
 from bjexp.registration.base import Flag, scale_matrix, warp
 from bjexp.registration.methods import build_policy, build_registrar
 from bjexp.registration.pair import register_pair
@@ -36,7 +45,8 @@ from bjexp.threads import allowed_cpus
 log = logging.getLogger(__name__)
 
 # Fields that do not change a pair's result (runtime, filtering, naming) and so stay out of the cache key.
-NOT_IN_KEY = ("name", "manifest", "same_pairs_as", "workers", "shard", "progress", "min_score", "direction")
+NOT_IN_KEY = ("name", "manifest", "same_pairs_as", "workers", "shard", "progress", "min_score", "direction",
+              "stall_timeout_s")
 QC_COLUMNS = ["reg_flag", "reg_score", "reg_ssim_before", "reg_ssim_after", "reg_oof", "reg_matrix"]
 DIRECTIONS = {"current_to_prior": ("prior_path", "current_path"), "prior_to_current": ("current_path", "prior_path")}
 
@@ -74,13 +84,23 @@ class PairTask:
     moving: str
     png: str
     json: str
+    pair_id: str = ""
+    perms: Mode | None = None  # of the written PNG and record (those of the input manifest)
+
+    def __str__(self) -> str:
+        return f"{self.pair_id} ({self.fixed} <- {self.moving})"
+
+
+class RegistrationWorkerError(UserError, RuntimeError):
+    """A registration worker died or stalled (the message names the pairs it was working on)."""
 
 
 # ------------------------------------------------------------------------------------------------ worker side
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(reg: dict) -> None:
+def _init_worker(reg: dict, events: Any = None) -> None:
+    _STATE["events"] = events  # (pid, key, started?) messages: which pairs are in flight, for the driver
     cv2.setNumThreads(1)  # one pair per core; OpenCV's own threads would oversubscribe the pool
     _STATE["registrar"] = build_registrar(reg)
     _STATE["fallback"] = build_registrar(reg, fallback=True)
@@ -94,6 +114,16 @@ def _resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def _work(task: PairTask) -> dict:
     """Register one pair; returns its record. Content problems are recorded (and cached), bugs are recorded only."""
+    if (events := _STATE.get("events")) is not None:
+        events.put((os.getpid(), task.key, True))
+    try:
+        return _register(task)
+    finally:
+        if events is not None:
+            events.put((os.getpid(), task.key, False))
+
+
+def _register(task: PairTask) -> dict:
     t0 = time.perf_counter()
     rec: dict[str, Any] = {"key": task.key}
     try:
@@ -111,7 +141,7 @@ def _work(task: PairTask) -> dict:
                    oof=res.out_of_field_frac, work_size=list(work_shape), fallback=res.extra.get("fallback", ""))
         if res.flag is Flag.OK:
             out = res.warped if work_shape == fixed.shape else warp(moving, m, fixed.shape, _STATE["policy"].border)
-            write_png(task.png, out)
+            write_png(task.png, out, task.perms)
     except ImageReadError as e:  # a corrupt image is a property of its content: cache the verdict
         rec.update(flag=Flag.FAILED.value, error=str(e))
     except Exception as e:  # a bug or a transient problem: report it, keep going, retry on the next run
@@ -119,11 +149,16 @@ def _work(task: PairTask) -> dict:
                    traceback=traceback.format_exc(limit=3))
         return rec
     rec["seconds"] = time.perf_counter() - t0
-    write_json(task.json, rec)  # last: marks the pair done
+    write_json(task.json, rec, task.perms)  # last: marks the pair done
     return rec
 
 
 # ------------------------------------------------------------------------------------------------ driver side
+
+def _perms(df: pd.DataFrame) -> Mode | None:
+    """Outputs are as private as the manifest they come from (MIMIC: owner-only)."""
+    return mode_like(df.attrs["source"]) if df.attrs.get("source") else None
+
 
 def _file_hash(path: Path) -> str | None:
     try:
@@ -142,9 +177,10 @@ def plan(df: pd.DataFrame, reg: dict, root: Path, shard: tuple[int, int] = (0, 1
     pairs_dir = root / mkey / "pairs"
     i, n = shard
     rows = df.iloc[i::n]
+    perms = _perms(df)
     tasks: list[PairTask | None] = []
     hashes: dict[Path, str | None] = {}
-    for f, m in zip(mf.resolve(rows, fixed_col), mf.resolve(rows, moving_col)):
+    for pid, f, m in zip(rows["pair_id"], mf.resolve(rows, fixed_col), mf.resolve(rows, moving_col)):
         if f not in hashes:
             hashes[f] = _file_hash(f)
         if m not in hashes:
@@ -155,7 +191,7 @@ def plan(df: pd.DataFrame, reg: dict, root: Path, shard: tuple[int, int] = (0, 1
             continue
         k = hashlib.sha256(f"{mkey}:{hf}:{hm}".encode()).hexdigest()[:24]
         d = pairs_dir / k[:2]
-        tasks.append(PairTask(k, str(f), str(m), str(d / f"{k}.png"), str(d / f"{k}.json")))
+        tasks.append(PairTask(k, str(f), str(m), str(d / f"{k}.png"), str(d / f"{k}.json"), str(pid), perms))
     return tasks
 
 
@@ -184,17 +220,64 @@ def run_pairs(tasks: Iterable[PairTask | None], reg: dict, shard: tuple[int, int
             finally:
                 cv2.setNumThreads(threads)  # leave the calling process as it was
         else:
-            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(reg,)) as pool:
-                futs = [pool.submit(_work, t) for t in todo.values()]
-                for fut in as_completed(futs):
-                    rec = fut.result()
-                    out[rec["key"]] = rec
-                    bar.advance(job)
+            for rec in _pool_map(todo, reg, workers, float(reg.get("stall_timeout_s") or 0)):
+                out[rec["key"]] = rec
+                bar.advance(job)
     bad = [r for r in out.values() if r.get("transient")]
     if bad:
         log.warning("%d pair(s) raised unexpected errors (not cached, retried next run); first: %s",
                     len(bad), bad[0]["error"])
     return out
+
+
+def _pool_map(todo: dict[str, PairTask], reg: dict, workers: int, stall_s: float):
+    """Yield each task's record from a process pool; a dead or stalled worker raises RegistrationWorkerError."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])  # workers fork from a clean server that has imported this module (once)
+    events = ctx.Queue()
+    started: dict[str, float] = {}  # key -> when a worker took it (from the workers' own messages)
+
+    def drain() -> None:
+        while True:
+            try:
+                _, key, begun = events.get_nowait()
+            except queue.Empty:
+                return
+            if begun:
+                started[key] = time.monotonic()
+            else:
+                started.pop(key, None)
+
+    def in_flight() -> str:
+        drain()
+        return "; ".join(str(todo[k]) for k in started) or "(none had started)"
+
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(reg, events))
+    try:
+        pending = {pool.submit(_work, t) for t in todo.values()}
+        while pending:
+            done, pending = wait(pending, timeout=min(stall_s, 5.0) if stall_s else None, return_when=FIRST_COMPLETED)
+            for fut in done:
+                try:
+                    yield fut.result()
+                except BrokenProcessPool:
+                    raise RegistrationWorkerError(
+                        f"registration={reg.get('name')}: a worker process died while registering {in_flight()}. "
+                        "Finished pairs are cached; rerun to continue, or check these images "
+                        "(registration.workers=1 runs them in this process)") from None
+            drain()
+            now = time.monotonic()
+            stalled = [k for k, t in started.items() if now - t > stall_s] if stall_s else []
+            if stalled:
+                raise RegistrationWorkerError(
+                    f"registration={reg.get('name')}: no result for {stall_s:g} s (registration.stall_timeout_s) from "
+                    f"{'; '.join(str(todo[k]) for k in stalled)}. Finished pairs are cached; rerun to continue")
+    finally:
+        for p in list(getattr(pool, "_processes", {}).values()):  # a stalled worker would block shutdown forever
+            if p.is_alive():
+                p.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        events.close()
 
 
 def _load(task: PairTask | None, fresh: dict[str, dict]) -> dict:
@@ -214,7 +297,8 @@ def assemble(df: pd.DataFrame, tasks: list[PairTask | None], fresh: dict[str, di
     fixed_col, moving_col = DIRECTIONS[reg["direction"]]
     recs = [_load(t, fresh) for t in tasks]
     out = df.copy()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    perms = _perms(df)
+    makedirs(out_dir, perms)
     out[fixed_col] = [str(p) for p in mf.resolve(df, fixed_col)]
     orig_moving = [str(p) for p in mf.resolve(df, moving_col)]
     out[moving_col] = [os.path.relpath(t.png, out_dir) if r["flag"] == Flag.OK.value else p
@@ -239,8 +323,8 @@ def assemble(df: pd.DataFrame, tasks: list[PairTask | None], fresh: dict[str, di
     kept = out.loc[~drop].drop(columns=["reg_drop_reason", "reg_error"])
     dropped = out.loc[drop, ["pair_id", "patient_id", "split", "reg_drop_reason", "reg_flag", "reg_score",
                              "reg_score_before", "reg_error", fixed_col, moving_col]]
-    mf.write(kept.reset_index(drop=True), out_dir / "manifest.csv")
-    with atomic_write(out_dir / "dropped.csv", "w") as f:
+    mf.write(kept.reset_index(drop=True), out_dir / "manifest.csv", perms)
+    with atomic_write(out_dir / "dropped.csv", "w", perms) as f:
         dropped.to_csv(f, index=False)
     complete = not any(r.get("transient") for r in recs)
     summary = {"registration": reg["name"], "direction": reg["direction"], "min_score": reg["min_score"],
@@ -250,7 +334,7 @@ def assemble(df: pd.DataFrame, tasks: list[PairTask | None], fresh: dict[str, di
                "median_score_before": float(np.nanmedian(out["reg_score_before"])) if len(out) else None,
                "median_score_after": float(np.nanmedian(out["reg_score"])) if len(out) else None,
                "complete": complete}
-    write_json(out_dir / "summary.json", summary)  # last: a complete summary marks the cache entry valid
+    write_json(out_dir / "summary.json", summary, perms)  # last: a complete summary marks the cache entry valid
     return out_dir / "manifest.csv"
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from bjexp.data import manifest as mf
-from bjexp.io import atomic_write, config_hash, write_json
+from bjexp.io import atomic_write, config_hash, makedirs, mode_like, write_json
 
 
 def common_pair_ids(manifests: list[str | Path]) -> list[str]:
@@ -74,11 +74,12 @@ def same_pairs(registered: Path, source: Path, cfg: DictConfig, others: list[str
     kept = df[df["pair_id"].isin(ids)].copy()
     for col in mf.PATH_COLUMNS:  # re-root: paths are relative to the manifest's folder
         kept[col] = [os.path.relpath(p, out_dir) for p in mf.resolve(kept, col)]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    perms = mode_like(registered)  # a copy of MIMIC-derived rows is as private as its source
+    makedirs(out_dir, perms)
     kept_by = {n: set(common_pair_ids([p])) for n, p in theirs.items()}
     excluded = [{"pair_id": pid, "dropped_by": ",".join(n for n, k in kept_by.items() if pid not in k)}
                 for pid in sorted(set(df["pair_id"]) - ids)]
-    with atomic_write(out_dir / "excluded.csv", "w") as f:
+    with atomic_write(out_dir / "excluded.csv", "w", perms) as f:
         pd.DataFrame(excluded, columns=["pair_id", "dropped_by"]).to_csv(f, index=False)
-    write_json(out_dir / "sources.json", {"arm": str(registered), **{n: str(p) for n, p in theirs.items()}})
-    return mf.write(kept.reset_index(drop=True), out_dir / "manifest.csv")
+    write_json(out_dir / "sources.json", {"arm": str(registered), **{n: str(p) for n, p in theirs.items()}}, perms)
+    return mf.write(kept.reset_index(drop=True), out_dir / "manifest.csv", perms)

@@ -16,8 +16,13 @@ class PathsConfig:
     # Real weights (SD1.5, CLIP, BiomedCLIP, xrv, Inception); `python -m bjexp.assets verify` lists them.
     assets_dir: str = "${oc.env:BJEXP_ASSETS,${oc.env:HOME}/.cache/bjexp/assets}"
     mimic_root: Optional[str] = "${oc.env:MIMIC_CXR_ROOT,null}"
-    # Where this run writes (Hydra's output dir; a reused dir resumes from its last.ckpt).
-    run_dir: str = "${hydra:runtime.output_dir}"
+    # Where this run writes (Hydra's output dir; a reused dir resumes from its last.ckpt). None outside a Hydra job
+    # (e.g. `--cfg job --resolve`).
+    run_dir: Optional[str] = "${hydra:runtime.output_dir}"
+    # MIMIC-derived files (LLM cache, MIMIC manifests with report text, the image store, registered copies) are written
+    # owner-only (0600 files, 0700 folders); true: also group-readable (0640/0750), for a project group whose members
+    # are all on the data use agreement. Never world-readable.
+    group_readable: bool = False
 
 
 @dataclass
@@ -107,6 +112,9 @@ class Config:
     run: Optional[str] = None
     # Extra tags recorded with the run (free-form, e.g. the study name set by experiment configs).
     study: Optional[str] = None
+    # A reused run dir whose sampler settings differ from the recorded ones: discard its samples and results and
+    # sample again (training must be identical; docs/reliability.md). Without it such a reuse is refused.
+    resample: bool = False
 
 
 cs = ConfigStore.instance()

@@ -56,8 +56,13 @@ class LLMDescriberConfig:
     backoff_s: float = 1.0
     backoff_max_s: float = 60.0
     timeout_s: float = 60.0
-    # At most this many HTTP requests per run (retries included); cached answers are free.
+    # At most this many HTTP requests per run (retries included); cached answers are free. Pairs left unasked mark
+    # the manifest incomplete: the next run asks for exactly those.
     request_budget: int = 50000
+    # Stop the whole run after this many connection failures in a row (the endpoint is down), with one message.
+    circuit_breaker: int = 5
+    # Honour HTTP(S)_PROXY / ALL_PROXY / .netrc. Off: report text and the key go to `endpoint` and nowhere else.
+    trust_env: bool = False
     # Request cache folder; null = <paths.cache_dir>/llm.
     cache_dir: Optional[str] = None
 

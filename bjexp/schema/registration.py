@@ -48,6 +48,8 @@ class RegistrationConfig:
     workers: int = 0            # 0 = all usable cores (SLURM_CPUS_PER_TASK or the CPU affinity set)
     shard: Optional[str] = None  # "i/n", or "auto" = SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT
     progress: bool = True
+    # A worker busy with one pair for longer than this is an error naming the pair (0 = wait forever).
+    stall_timeout_s: float = 600.0
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from bjexp.errors import MissingRunFile, RunDirError
 from bjexp.io import write_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,8 +57,10 @@ def record(cfg: DictConfig, run_dir: Path, **extra) -> dict:
         "seed": cfg.seed,
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "slurm": slurm_job_info(),
+        "status": "running",  # bjexp.runstate: then finished / failed / interrupted
         "host": platform.node(),
         "cpu_threads": torch.get_num_threads(),  # set per job by bjexp/threads.py
+        "pid": os.getpid(),
         "argv": sys.argv,
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         **extra,
@@ -94,7 +97,7 @@ def run_config(cfg: DictConfig, overrides: list[str] | None = None, groups: set[
     run_dir = Path(cfg.run)
     saved = run_dir / "config.yaml"
     if not saved.is_file():
-        raise FileNotFoundError(f"{saved} not found: run= must name a run directory written by `python -m bjexp.train`")
+        raise MissingRunFile(f"{saved} not found: run= must name a run directory written by `python -m bjexp.train`")
     if overrides is None:
         overrides, groups = _command_overrides()
     overrides = [o for o in overrides if o.split("=", 1)[0] != "run" and o.split(".", 1)[0].lstrip("+~") not in own]
@@ -103,7 +106,7 @@ def run_config(cfg: DictConfig, overrides: list[str] | None = None, groups: set[
     switched = [o for o in overrides if (k := o.split("=", 1)[0].lstrip("+~")) in (groups or set())
                 and chosen.get(k) != o.split("=", 1)[-1]]
     if switched:
-        raise ValueError(f"{switched}: with run={run_dir} the group choices are the run's own ({saved}); "
+        raise RunDirError(f"{switched}: with run={run_dir} the group choices are the run's own ({saved}); "
                          "only key=value overrides apply (e.g. eval.n_bootstrap=200)")
     values = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in (groups or set())]  # groups: the run's
     base = OmegaConf.load(saved)

@@ -8,6 +8,7 @@ import pandas as pd
 from bjexp.data.describe import result
 from bjexp.data.describers import FindingState, describe, state_from_label
 from bjexp.data.findings import CHEXPERT_TO_CANONICAL
+from bjexp.errors import ConfigError
 
 POLICIES_UNCERTAIN = ("uncertain", "positive", "negative")
 POLICIES_BLANK = ("absent", "unknown")
@@ -23,12 +24,12 @@ class LabelsDescriber:
 
     def __init__(self, uncertain: str = "uncertain", blank: str = "absent", findings: list[str] | tuple = ()):
         if uncertain not in POLICIES_UNCERTAIN:
-            raise ValueError(f"describer.uncertain={uncertain!r}: expected one of {POLICIES_UNCERTAIN}")
+            raise ConfigError(f"describer.uncertain={uncertain!r}: expected one of {POLICIES_UNCERTAIN}")
         if blank not in POLICIES_BLANK:
-            raise ValueError(f"describer.blank={blank!r}: expected one of {POLICIES_BLANK}")
+            raise ConfigError(f"describer.blank={blank!r}: expected one of {POLICIES_BLANK}")
         unknown = sorted(set(findings) - set(CHEXPERT_TO_CANONICAL.values()))
         if unknown:
-            raise ValueError(f"describer.findings: unknown finding(s) {unknown}; "
+            raise ConfigError(f"describer.findings: unknown finding(s) {unknown}; "
                              f"known: {sorted(CHEXPERT_TO_CANONICAL.values())}")
         self.uncertain, self.blank, self.findings = uncertain, blank, tuple(findings)
 

@@ -4,11 +4,19 @@
 
 Output, under <paths.cache_dir>/mimic/<store key>/ (the store key: source folder, image size and format):
   images/pXX/pSUBJECT/<dicom_id>.png    the preprocessed store, shared by every manifest of that key
-  manifest-<key>.csv                    one row per journey; <key> hashes the data + describer config and the
-                                        input CSVs' size/mtime, so a changed option or download makes a new one
-  manifest-<key>.counts.json            the counts report (rows read, removed per rule, journeys per split)
+  manifest-<key>.csv                    one row per journey; <key> hashes the data + describer config (endpoint
+                                        included) and the size/mtime of the input CSVs and of every source image
+                                        and report of the journeys, so a changed option, download or fixed image
+                                        makes a new one
+  manifest-<key>.counts.json            the counts report (rows read, removed per rule, journeys per split) and what
+                                        is `incomplete` (LLM requests that failed transiently or were over budget):
+                                        an incomplete manifest is rebuilt by the next run, asking for just those
   manifest-<key>.describer_failures.csv pairs whose text could not be made, with the reason
   failed_images.csv                     images that were missing or corrupt
+
+Everything here is MIMIC-derived (report text, pixels): written owner-only, group-readable with
+paths.group_readable=true. A build holds a lock per manifest: a second process preparing it waits and reuses it.
+An empty train or test split is an error naming the counts, and nothing is cached.
 """
 from __future__ import annotations
 
@@ -23,16 +31,16 @@ from omegaconf import DictConfig, OmegaConf
 from bjexp.data import manifest
 from bjexp.data.mimic import journeys, splits
 from bjexp.data.mimic.counts import Counts
-from bjexp.data.mimic.layout import image_path, image_key, read_reports
+from bjexp.data.mimic.layout import image_key, image_path, read_reports, report_path
 from bjexp.data.mimic.metadata import (MimicFormatError, find_csv, read_demographics, read_labels, read_metadata,
                                         read_split)
-from bjexp.io import atomic_write, config_hash
+from bjexp.io import Mode, atomic_write, cache_lock, config_hash, makedirs, private_mode, stat_fingerprint
 
 log = logging.getLogger(__name__)
 # Options that change how fast, not what: left out of the manifest key.
 RUNTIME_KEYS = {"data": {"images"}, "describer": {"concurrency", "max_retries", "backoff_s", "backoff_max_s",
-                                                  "timeout_s", "request_budget", "cache_dir", "endpoint",
-                                                  "api_key_env", "auth"}}
+                                                  "timeout_s", "request_budget", "cache_dir", "api_key_env",
+                                                  "auth", "trust_env", "circuit_breaker"}}
 
 
 def _plain(cfg, drop: set[str]) -> dict:
@@ -58,7 +66,8 @@ def build_manifest(cfg: DictConfig) -> Path:
     d = cfg.data
     root = mimic_root(cfg)
     cache_dir = Path(cfg.paths.cache_dir).expanduser()
-    describer = describe.build(cfg.describer, cache_dir)  # fails early on a bad describer config
+    perms = private_mode(cfg.paths.group_readable)
+    describer = describe.build(cfg.describer, cache_dir, perms)  # fails early on a bad describer config
     inputs = [find_csv(root, "metadata"), find_csv(root, d.labels)]
     if d.split == "official":
         inputs.append(find_csv(root, "split"))
@@ -71,37 +80,68 @@ def build_manifest(cfg: DictConfig) -> Path:
     if fmt not in ("jpg", "dicom"):
         raise MimicFormatError(f"data.images.format={fmt!r}: expected jpg or dicom")
     store_dir = cache_dir / "mimic" / config_hash(str(root.resolve()), d.image_size, fmt, d.images.enabled)
-    key = config_hash(_plain(d, RUNTIME_KEYS["data"]), _plain(cfg.describer, RUNTIME_KEYS["describer"]), fingerprint)
-    out = store_dir / f"manifest-{key}.csv"
-    counts_path = out.with_suffix(".counts.json")
-    if out.is_file() and counts_path.is_file():
-        log.info("data=mimic: cached manifest %s", out)
-        Counts.load(counts_path).print()
-        return out
-
     counts = Counts()
-    pairs = build_pairs(root, d, counts)
+    pairs = build_pairs(root, d, counts)  # metadata only (seconds): it names the files the manifest depends on
+    reports_root = Path(d.reports_root).expanduser() if d.reports_root else root
+    sources = source_files(pairs, root, reports_root, "dcm" if fmt == "dicom" else "jpg")
+    key = config_hash(_plain(d, RUNTIME_KEYS["data"]), _plain(cfg.describer, RUNTIME_KEYS["describer"]), fingerprint,
+                      stat_fingerprint(sources))
+    out = store_dir / f"manifest-{key}.csv"
+    counts_path = manifest.status_path(out)
+    for folder in (store_dir.parent, store_dir):  # owner-only (or group) even when made by an older version
+        makedirs(folder, perms)
+        os.chmod(folder, perms.dir)
+    with cache_lock(out):  # a second process preparing the same manifest waits here, then reuses it
+        if out.is_file() and counts_path.is_file() and not (cached := Counts.load(counts_path)).incomplete:
+            log.info("data=mimic: cached manifest %s", out)
+            cached.print()
+            return out
+        return _build(cfg, pairs, counts, describer, root, reports_root, store_dir, out, perms)
+
+
+def source_files(pairs: pd.DataFrame, root: Path, reports_root: Path, ext: str) -> list[Path]:
+    """Every source image and report file the journeys read (sorted, each once)."""
+    files = set()
+    for side in ("prior", "current"):
+        for subj, study, dicom in zip(pairs["subject_id"], pairs[f"{side}_study_id"], pairs[f"{side}_dicom_id"]):
+            files.add(image_path(root, subj, study, dicom, ext))
+            files.add(report_path(reports_root, subj, study))
+    return sorted(files)
+
+
+def _build(cfg: DictConfig, pairs: pd.DataFrame, counts: Counts, describer, root: Path, reports_root: Path,
+           store_dir: Path, out: Path, perms: Mode) -> Path:
+    d = cfg.data
     pairs = add_labels(pairs, read_labels(root, d.labels), counts)
-    pairs = add_reports(pairs, Path(d.reports_root).expanduser() if d.reports_root else root, d.phi_replacement,
-                        counts)
-    pairs = add_images(pairs, root, store_dir, d, counts)  # before the describer: never pay an LLM for a lost pair
+    pairs = add_reports(pairs, reports_root, d.phi_replacement, counts)
+    pairs = add_images(pairs, root, store_dir, d, counts, perms)  # before the describer: never pay for a lost pair
     described = describer(pairs)
     failed = described["text_error"].notna()
     counts.remove("pairs", f"describer={cfg.describer.name} could not make a text", failed.sum())
     # reasons grouped by their head ('gave up after 7 attempts; last: HTTP 500: <body>' -> 'gave up after 7 attempts')
-    for reason, n in described.loc[failed, "text_error"].str.split(";").str[0].str[:80].value_counts().items():
+    heads = described["text_error"].str.split(";").str[0].str[:80]
+    for reason, n in heads[failed].value_counts().items():
         counts.notes[f"describer failure: {reason}"] = int(n)
+    for reason, n in heads[failed & described["text_retry"]].value_counts().items():
+        counts.incomplete[f"describer: {reason}"] = int(n)
     _write_csv(out.with_suffix(".describer_failures.csv"),
                pairs.loc[failed, ["subject_id", "prior_study_id", "current_study_id"]].assign(
-                   reason=described.loc[failed, "text_error"]))
+                   reason=described.loc[failed, "text_error"], retried_next_run=described.loc[failed, "text_retry"]),
+               perms)
     pairs = pairs.loc[~failed].assign(text=described.loc[~failed, "text"])
     if d.demographics:
         pairs = add_demographics(pairs, read_demographics(Path(d.demographics).expanduser()), counts)
     df = to_manifest(pairs)
-    counts.journeys = {s: int((df["split"] == s).sum()) for s in manifest.SPLITS}
-    manifest.write(df, out)
-    counts.write(counts_path)
+    counts.journeys = manifest.split_counts(df)
     counts.print()
+    if not counts.incomplete:  # (an incomplete one is rebuilt by the next run, and never trained on)
+        manifest.require_splits(df, f"data=mimic ({out.name})",
+                                "see the counts above for what removed the rest; nothing was cached")
+    manifest.write(df, out, perms)
+    counts.write(manifest.status_path(out), perms)  # last: its presence (and no `incomplete`) marks the entry done
+    if counts.incomplete:
+        log.warning("data=mimic: %s is incomplete (%s); the next run retries exactly those pairs", out,
+                    ", ".join(f"{k}: {v}" for k, v in counts.incomplete.items()))
     return out
 
 
@@ -165,7 +205,10 @@ def add_demographics(pairs: pd.DataFrame, demo: pd.DataFrame, counts: Counts) ->
     return pairs.assign(**out)
 
 
-def add_images(pairs: pd.DataFrame, root: Path, store_dir: Path, d: DictConfig, counts: Counts) -> pd.DataFrame:
+def add_images(pairs: pd.DataFrame, root: Path, store_dir: Path, d: DictConfig, counts: Counts,
+               perms: Mode | None = None) -> pd.DataFrame:
+    """Store each source image (or, with images.enabled=false, point at the sources: a metadata-only run keeps every
+    pair, whether or not its pixels are on disk) and drop the pairs whose image is missing or corrupt."""
     ext = "dcm" if d.images.format == "dicom" else "jpg"
     src = {}
     for side in ("prior", "current"):
@@ -173,14 +216,13 @@ def add_images(pairs: pd.DataFrame, root: Path, store_dir: Path, d: DictConfig, 
             src[image_key(subj, dicom)] = image_path(root, subj, study, dicom, ext)
     if not d.images.enabled:
         rel = {k: _relpath(p, store_dir) for k, p in src.items()}
-        missing = {k for k, p in src.items() if not p.is_file()}
         hashes: dict[str, str] = {}
-        failed = [(k, str(src[k]), "image not found") for k in sorted(missing)]
+        failed: list[tuple[str, str, str]] = []
     else:
-        res = _store(list(src.items()), store_dir, d)
+        res = _store(list(src.items()), store_dir, d, perms)
         rel, hashes, failed = res.paths, res.hashes, res.failed
     bad = {k for k, _, _ in failed}
-    _write_csv(store_dir / "failed_images.csv", pd.DataFrame(failed, columns=["key", "source", "reason"]))
+    _write_csv(store_dir / "failed_images.csv", pd.DataFrame(failed, columns=["key", "source", "reason"]), perms)
     counts.notes["images missing or corrupt"] = len(bad)
     for side in ("prior", "current"):
         keys = [image_key(s, x) for s, x in zip(pairs["subject_id"], pairs[f"{side}_dicom_id"])]
@@ -195,10 +237,10 @@ def add_images(pairs: pd.DataFrame, root: Path, store_dir: Path, d: DictConfig, 
     return pairs
 
 
-def _store(items, store_dir: Path, d: DictConfig):
+def _store(items, store_dir: Path, d: DictConfig, perms: Mode | None = None):
     from bjexp.data.image_store import build_store
 
-    return build_store(items, store_dir, d.image_size, workers=d.images.workers)
+    return build_store(items, store_dir, d.image_size, workers=d.images.workers, perms=perms)
 
 
 def _relpath(p: Path, start: Path) -> str:
@@ -238,6 +280,6 @@ def to_manifest(pairs: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _write_csv(path: Path, df: pd.DataFrame) -> None:
-    with atomic_write(path, "w") as f:
+def _write_csv(path: Path, df: pd.DataFrame, perms: Mode | None = None) -> None:
+    with atomic_write(path, "w", perms) as f:
         df.to_csv(f, index=False)

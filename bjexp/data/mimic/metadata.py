@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 from bjexp.data.findings import CHEXPERT_TO_CANONICAL
+from bjexp.errors import UserError
 
 PREFIX = "mimic-cxr-2.0.0"
 METADATA_COLUMNS = ["dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime"]
 LABEL_COLUMNS = list(CHEXPERT_TO_CANONICAL)  # the 14 CheXpert/NegBio columns
 
 
-class MimicFormatError(ValueError):
+class MimicFormatError(UserError, ValueError):
     """A MIMIC input that is missing or malformed (the message names the file and the column)."""
 
 

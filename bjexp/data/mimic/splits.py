@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bjexp.data.mimic.counts import Counts
+from bjexp.errors import DataError
 
 
 def patient_folder(subject_id: np.ndarray) -> np.ndarray:
@@ -30,7 +31,7 @@ def by_patient_folder(pairs: pd.DataFrame, counts: Counts, trainval_folders: lis
                       val_fraction: float, seed: int) -> pd.DataFrame:
     overlap = set(trainval_folders) & set(test_folders)
     if overlap:
-        raise ValueError(f"data.trainval_folders and data.test_folders overlap: {sorted(overlap)}")
+        raise DataError(f"data.trainval_folders and data.test_folders overlap: {sorted(overlap)}")
     folder = patient_folder(pairs["subject_id"].to_numpy())
     split = np.full(len(pairs), "", dtype=object)
     split[np.isin(folder, test_folders)] = "test"
@@ -55,7 +56,7 @@ def official(pairs: pd.DataFrame, counts: Counts, study_split: pd.Series) -> pd.
     disagree = prior != current
     if disagree.any():
         ex = pairs.loc[disagree, ["subject_id", "prior_study_id", "current_study_id"]].head(3).to_dict("records")
-        raise ValueError(f"official split puts studies of one patient in different splits, e.g. {ex}")
+        raise DataError(f"official split puts studies of one patient in different splits, e.g. {ex}")
     return pairs.assign(split=current.to_numpy())
 
 
