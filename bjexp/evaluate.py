@@ -2,7 +2,8 @@
 
 Scores generated images (`test/…`), the real current images (`ceiling/…`, what a perfect generator reaches) and
 the priors (`floor/…`, the identity baseline) with the same predictor, each with patient-bootstrap CIs.
-Writes `<run>/results.json`, the image grid and the Markdown report.
+Writes `<run>/results.json`, `<run>/bootstrap.npz` (each bootstrapped key's value per resample, for effects
+across runs), the image grid and the Markdown report.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bjexp import schema
 from bjexp.eval import suite
+from bjexp.eval.draws import DRAWS, write_draws
 from bjexp.instantiate import instantiate
 from bjexp.io import write_json
 from bjexp.sample import sample_dir, test_rows
@@ -51,9 +53,11 @@ def evaluate(cfg: DictConfig, data, run_dir: Path) -> dict:
                                 f"run `python -m bjexp.sample run={run_dir}` first")
     gen = suite.load_images([samples / f"{p}.png" for p in sub["pair_id"]], size)
     prior, cur = (data.tables.images[data.index[k][rows]].numpy() for k in ("prior", "current"))
-    predictor = build_predictor(cfg)
-    results = suite.score_all(cfg.eval, predictor, sub, generated=gen, current=cur, prior=prior, seed=cfg.seed)
+    seed = cfg.seed if cfg.eval.get("bootstrap_seed") is None else cfg.eval.bootstrap_seed
+    results = suite.score_all(cfg.eval, lambda: build_predictor(cfg), sub, generated=gen, current=cur, prior=prior,
+                              seed=seed, run_cfg=cfg)
     results["n_bootstrap"] = cfg.eval.n_bootstrap
+    write_draws(run_dir / DRAWS, results.pop("draws"))
     write_json(run_dir / "results.json", results)
     write_grid(run_dir / "grid.png", prior, gen, cur, sub["text"].tolist(), cfg.eval.grid_pairs)
     write_run_report(run_dir, results)

@@ -2,7 +2,8 @@
 
 Finds every `results.json` below the folder, labels each run by the group choices that differ across the sweep,
 and writes `summary.csv`, `report.md` and `report.html` (open without W&B) plus `metrics.png` (values with 95%
-CIs). When W&B is online (`WANDB_MODE=online`), the table is also logged to a summary run of the study's group.
+CIs). Columns are the metrics results.json marks as headlines (`metric_info`, bjexp.eval.registry). When W&B is online (`WANDB_MODE=online`), the table
+is also logged to a summary run of the study's group.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import html
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -18,48 +20,73 @@ from omegaconf import DictConfig
 
 from bjexp import schema
 from bjexp.io import atomic_write
-from bjexp.tracking.report import HEADLINE, fmt, metrics_table
+from bjexp.tracking.report import column, fmt, headline, legend, merged_info, metric_info, metrics_table
 
 schema.register()
 
 
-def collect(root: Path) -> dict[str, dict]:
-    """{run label: metrics} for every finished run below `root`."""
-    runs = []
+@dataclass
+class Run:
+    label: str
+    dir: Path
+    choices: dict
+    results: dict = field(repr=False)
+
+    @property
+    def metrics(self) -> dict:
+        return self.results["metrics"]
+
+
+def runs(root: Path) -> list[Run]:
+    """Every finished run below `root`, labelled by the group choices (and seeds) that vary across them."""
+    found = []
     for res in sorted(Path(root).rglob("results.json")):
         info_path = res.parent / "run.json"
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
         choices = {**info.get("choices", {}), "seed": info.get("seed")}  # seeds of a sweep label their runs too
-        runs.append((res.parent, choices, json.loads(res.read_text())["metrics"]))
-    if not runs:
+        found.append((res.parent, choices, json.loads(res.read_text())))
+    if not found:
         raise FileNotFoundError(f"no results.json below {root}: run `python -m bjexp.train` (or -m for a sweep) first")
-    varying = [g for g in sorted({g for _, c, _ in runs for g in c}) if len({c.get(g) for _, c, _ in runs}) > 1]
-    out = {}
-    for d, choices, metrics in runs:
+    varying = [g for g in sorted({g for _, c, _ in found for g in c}) if len({c.get(g) for _, c, _ in found}) > 1]
+    out: list[Run] = []
+    for d, choices, results in found:
         label = ", ".join(f"{g}={choices.get(g)}" for g in varying) or d.name
-        out[label if label not in out else f"{label} ({d.name})"] = metrics
+        out.append(Run(label if label not in {r.label for r in out} else f"{label} ({d.name})", d, choices, results))
     return out
 
 
-def plot(rows: dict[str, dict], path: Path, prefix: str = "test") -> Path:
+def collect(root: Path) -> dict[str, dict]:
+    """{run label: metrics} for every finished run below `root`."""
+    return {r.label: r.metrics for r in runs(root)}
+
+
+def plot(rows: dict[str, dict], info: dict[str, dict], path: Path, prefix: str = "test") -> Path:
+    """One panel per headline metric (their scales differ: AUROC, CMIG in %, FID), a bar per run with its CI."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    cols = [c for c in HEADLINE if c != "cmig" and any(f"{prefix}/{c}" in r for r in rows.values())]
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(cols)), 3.6))
-    w = 0.8 / max(len(rows), 1)
-    for i, (name, r) in enumerate(rows.items()):
-        vals = [r.get(f"{prefix}/{c}", {}).get("value", math.nan) for c in cols]
-        lo = [v - r.get(f"{prefix}/{c}", {}).get("lo", v) for c, v in zip(cols, vals)]
-        hi = [r.get(f"{prefix}/{c}", {}).get("hi", v) - v for c, v in zip(cols, vals)]
-        ax.bar(np.arange(len(cols)) + i * w, vals, w, yerr=[np.nan_to_num(lo), np.nan_to_num(hi)], capsize=2, label=name)
-    ax.set_xticks(np.arange(len(cols)) + w * (len(rows) - 1) / 2, cols, rotation=20, fontsize=8)
-    ax.set_ylabel("value (95% CI)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    cols = [c for c in headline(info) if any(f"{prefix}/{c}" in r for r in rows.values())] or ["(none)"]
+    ncol = min(4, len(cols))
+    nrow = math.ceil(len(cols) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow + 0.6), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, c in zip(axes.flat, cols):
+        vals = np.array([r.get(f"{prefix}/{c}", {}).get("value", math.nan) for r in rows.values()], float)
+        lo = np.array([r.get(f"{prefix}/{c}", {}).get("lo", math.nan) for r in rows.values()], float)
+        hi = np.array([r.get(f"{prefix}/{c}", {}).get("hi", math.nan) for r in rows.values()], float)
+        err = np.nan_to_num(np.stack([vals - lo, hi - vals]))
+        ax.bar(np.arange(len(rows)), vals, yerr=err, capsize=2, color=[colors[i % len(colors)] for i in range(len(rows))])
+        ax.set_title(column(c, info), fontsize=8)
+        ax.set_xticks([])
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(cols):]:
+        ax.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[i % len(colors)]) for i in range(len(rows))]
+    fig.legend(handles, list(rows), loc="lower center", fontsize=7, ncol=min(3, len(rows)), frameon=False)
+    fig.tight_layout(rect=(0, 0.05 + 0.03 * math.ceil(len(rows) / 3), 1, 1))
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
@@ -67,29 +94,38 @@ def plot(rows: dict[str, dict], path: Path, prefix: str = "test") -> Path:
 
 
 def write(root: Path) -> dict[str, Path]:
+    """The sweep's report files."""
     root = Path(root)
-    rows = collect(root)
+    found = runs(root)
+    rows = {r.label: r.metrics for r in found}
+    info = merged_info([metric_info(r.results) for r in found])
     flat = pd.DataFrame({name: {k: v["value"] for k, v in m.items()} for name, m in rows.items()}).T
     with atomic_write(root / "summary.csv", "w") as f:
         flat.to_csv(f)
-    table = metrics_table(rows)
-    cmig = "\n".join(f"- {n}: CMIG {fmt(m.get('test/cmig'))}" for n, m in rows.items())
-    png = plot(rows, root / "metrics.png")
-    md = f"# Report: {root}\n\nGenerated follow-ups, patient-bootstrap 95% CIs.\n\n{table}\n\n{cmig}\n\n![metrics](metrics.png)\n"
+    table = metrics_table(rows, info)
+    png = plot(rows, info, root / "metrics.png")
+    md = [f"# Report: {root}", "", "Generated follow-ups; patient-bootstrap 95% CIs where the metric has one.", "",
+          table, "", "Metrics:", *legend(info, headline(info)), ""]
+    md += ["![metrics](metrics.png)", ""]
+    md = "\n".join(md)
     with atomic_write(root / "report.md", "w") as f:
         f.write(md)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", *[c for c in HEADLINE]])
-    body = "".join("<tr><td>" + html.escape(n) + "</td>" + "".join(f"<td>{fmt(m.get(f'test/{c}'))}</td>" for c in HEADLINE)
+    cols = [c for c in headline(info) if any(f"test/{c}" in r for r in rows.values())]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", *[column(c, info) for c in cols]])
+    body = "".join("<tr><td>" + html.escape(n) + "</td>" + "".join(f"<td>{fmt(m.get(f'test/{c}'))}</td>" for c in cols)
                    + "</tr>" for n, m in rows.items())
+    desc = "".join(f"<li><b>{html.escape(c)}</b>: {html.escape(info[c].get('description', ''))}</li>" for c in cols)
     page = (f"<!doctype html><meta charset=utf-8><title>bjexp report</title><h1>{html.escape(str(root))}</h1>"
-            f"<p>Generated follow-ups; values with patient-bootstrap 95% CIs.</p><table border=1 cellpadding=4>"
-            f"<tr>{head}</tr>{body}</table><p><img src='metrics.png'></p>")
+            f"<p>Generated follow-ups; values with patient-bootstrap 95% CIs where the metric has one.</p>"
+            f"<table border=1 cellpadding=4><tr>{head}</tr>{body}</table><ul>{desc}</ul>"
+            "<p><img src='metrics.png'></p>")
     with atomic_write(root / "report.html", "w") as f:
         f.write(page)
     if os.environ.get("WANDB_MODE", "offline") == "online":
         import wandb
 
-        with wandb.init(project="bjexp", job_type="report", name=f"report-{root.name}") as r:
+        with wandb.init(project="bjexp", job_type="report", name=f"report-{root.name}",
+                        config={"metric_info": info}) as r:
             r.log({"summary": wandb.Table(dataframe=flat.reset_index(names="run"))})
     print(md)
     return {"markdown": root / "report.md", "html": root / "report.html", "csv": root / "summary.csv", "plot": png}
