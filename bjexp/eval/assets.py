@@ -1,4 +1,5 @@
-"""Registry of the real-world evaluation weights (torchxrayvision classifiers, torch-fidelity Inception).
+"""Registry of the real-world evaluation weights (torchxrayvision classifiers and ChestX-Det segmenter,
+torch-fidelity Inception).
 
 Consumed by `python -m bjexp.assets fetch eval` (which downloads `url` to `assets_dir / relpath`) and by the
 evaluation code, which only ever reads local files: a missing file is a `MissingWeightsError` naming the path,
@@ -60,6 +61,9 @@ _ASSETS = [
     EvalAsset("sex", "xrv", "mira_sex_resnet-all_epoch_13-step_7125.ckpt",
               f"{XRV_RELEASE}mira_sex_resnet-all_epoch_13-step_7125.ckpt",
               description="xrv baseline_models.mira.SexModel (ResNet34, CheXpert-trained; Male/Female)"),
+    EvalAsset("chestx_det", "xrv", "pspnet_chestxray_best_model_4.pth", f"{XRV_RELEASE}pspnet_chestxray_best_model_4.pth",
+              description="xrv baseline_models.chestx_det.PSPNet (ChestX-Det, 14 structures; lungs and heart for "
+                          "the anatomy Dice)"),
     EvalAsset("inception", "torch-fidelity", "weights-inception-2015-12-05-6726825d.pth",
               "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
               sha256_prefix="6726825d",

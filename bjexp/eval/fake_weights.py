@@ -72,3 +72,37 @@ def write_inception(folder: str | Path, seed: int = 0) -> Path:
         net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="-")
     torch.save(net.state_dict(), path)
     return path
+
+
+def write_chestx_det(folder: str | Path, seed: int = 0) -> Path:
+    """Random ChestX-Det PSPNet weights as xrv ships them: a DataParallel state dict ('module.*' keys) saved with
+    torch.save, at its release file name. The architecture is fixed (68 M parameters), so the file is full size;
+    the tensors are drawn directly (no model is initialised), BatchNorm statistics neutral."""
+    import warnings
+
+    from bjexp.eval.segmenter import CHESTX_DET_FILE
+
+    import_xrv()
+    with warnings.catch_warnings():
+        from torchxrayvision.baseline_models.chestx_det.ptsemseg.pspnet import pspnet
+
+    with torch.device("meta"):
+        shapes = {k: (v.shape, v.dtype) for k, v in pspnet(14).state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for k, (shape, dtype) in shapes.items():
+        if k.endswith("running_var"):
+            t = torch.ones(shape)
+        elif k.endswith(("running_mean", "bias")):
+            t = torch.zeros(shape)
+        elif k.endswith("num_batches_tracked"):
+            t = torch.zeros(shape, dtype=dtype)
+        elif len(shape) == 1:  # BatchNorm scale
+            t = torch.ones(shape)
+        else:
+            t = torch.randn(shape, generator=g) * (2.0 / max(1, shape[1:].numel())) ** 0.5
+        state[f"module.{k}"] = t
+    path = Path(folder) / CHESTX_DET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path

@@ -59,6 +59,10 @@ class Metric:
         (e.g. its inputs are absent), NaN for a statistic undefined on this resample."""
         raise NotImplementedError
 
+    def prepare(self, ctx: "EvalContext") -> None:
+        """Called before any metric computes: build or check what this metric will need (weights present, a model
+        trained), so a missing file fails in seconds, not after the other metrics' work."""
+
     def notes(self, side: str, metrics: Mapping[str, dict]) -> list[str]:
         """Sentences for results.json `notes` after the evaluation (e.g. a clamp applied)."""
         return []
@@ -239,6 +243,8 @@ def evaluate(metrics: list[Metric], ctx: EvalContext, sides: tuple[str, ...] | l
     out: dict = {"metrics": {}, "counts": {}, "notes": [], "metric_info": metric_info(metrics), "details": {},
                  "bootstrap": bootstrap_meta(ctx), "draws": {}}
     groups = ctx.df["patient_id"].to_numpy()
+    for m in metrics:
+        m.prepare(ctx)
     for side in sides:
         todo = [m for m in metrics if side in m.sides and _has_inputs(m, ctx, side)]
         if not todo:

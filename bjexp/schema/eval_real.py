@@ -36,6 +36,12 @@ def _predictor() -> dict:
     }
 
 
+def _segmenter() -> dict:
+    # torchxrayvision's ChestX-Det PSPNet (14 structures; lungs and heart used), from the local weights file.
+    return {"_target_": "bjexp.eval.segmenter.chestx_det",
+            "weights": "${eval.weights_dir}/pspnet_chestxray_best_model_4.pth", "device": "auto", "batch_size": 4}
+
+
 @dataclass
 class FIDSettings:
     # torch-fidelity feature extractors: Inception (the standard FID) and the CXR-domain one (xrv DenseNet features2).
@@ -51,6 +57,7 @@ class FIDSettings:
 class RealEvalConfig(EvalConfig):
     name: str = "real"
     predictor: dict[str, Any] = field(default_factory=_predictor)
+    segmenter: dict[str, Any] = field(default_factory=_segmenter)
     findings: list[str] = field(default_factory=lambda: list(REAL_FINDINGS))
     # uncertain (EvalConfig): CheXpert -1 labels are excluded from that finding's AUROC/accuracy by default,
     # or counted positive/negative. Blank labels are always excluded.

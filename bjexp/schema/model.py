@@ -138,6 +138,8 @@ class EvalConfig:
     predictor: dict[str, Any] = field(default_factory=dict)  # _target_ + kwargs -> a bjexp.eval.metrics.Predictor
     # name -> {_target_: a bjexp.eval.registry.Metric, options} (null = off); conf/eval/metrics/paper.yaml
     metrics: dict[str, Optional[dict[str, Any]]] = field(default_factory=dict)
+    # _target_ + options -> a factory (run_cfg, **options) -> bjexp.eval.segmenter.Segmenter (anatomy metrics)
+    segmenter: dict[str, Any] = field(default_factory=dict)
     findings: list[str] = field(default_factory=list)
     uncertain: str = "exclude"  # exclude | positive | negative (CheXpert -1 labels)
     n_bootstrap: int = 1000
