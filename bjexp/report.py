@@ -2,8 +2,10 @@
 
 Finds every `results.json` below the folder, labels each run by the group choices that differ across the sweep,
 and writes `summary.csv`, `report.md` and `report.html` (open without W&B) plus `metrics.png` (values with 95%
-CIs). Columns are the metrics results.json marks as headlines (`metric_info`, bjexp.eval.registry). When W&B is online (`WANDB_MODE=online`), the table
-is also logged to a summary run of the study's group.
+CIs). Columns are the metrics results.json marks as headlines (`metric_info`, bjexp.eval.registry). A sweep that is
+a full two-level factorial (Table 2) also gets its main effects and two-way interactions with paired CIs
+(`effects.csv`, bjexp.tracking.effects; reference levels = the config defaults). When W&B is online
+(`WANDB_MODE=online`), the table is also logged to a summary run of the study's group.
 """
 from __future__ import annotations
 
@@ -93,8 +95,10 @@ def plot(rows: dict[str, dict], info: dict[str, dict], path: Path, prefix: str =
     return path
 
 
-def write(root: Path) -> dict[str, Path]:
-    """The sweep's report files."""
+def write(root: Path, baselines: dict[str, str] | None = None) -> dict[str, Path]:
+    """The sweep's report files. `baselines`: {group: reference option} for the effects table (the defaults)."""
+    from bjexp.tracking import effects
+
     root = Path(root)
     found = runs(root)
     rows = {r.label: r.metrics for r in found}
@@ -107,6 +111,11 @@ def write(root: Path) -> dict[str, Path]:
     md = [f"# Report: {root}", "", "Generated follow-ups; patient-bootstrap 95% CIs where the metric has one.", "",
           table, "", "Metrics:", *legend(info, headline(info)), ""]
     md += ["![metrics](metrics.png)", ""]
+    eff = effects.sweep_effects(found, info, baselines or {})
+    if eff is not None:
+        with atomic_write(root / "effects.csv", "w") as f:
+            eff.to_csv(f, index=False)
+        md += ["## Effects", "", effects.explain(eff), "", effects.markdown(eff, info), ""]
     md = "\n".join(md)
     with atomic_write(root / "report.md", "w") as f:
         f.write(md)
@@ -119,6 +128,8 @@ def write(root: Path) -> dict[str, Path]:
             f"<p>Generated follow-ups; values with patient-bootstrap 95% CIs where the metric has one.</p>"
             f"<table border=1 cellpadding=4><tr>{head}</tr>{body}</table><ul>{desc}</ul>"
             "<p><img src='metrics.png'></p>")
+    if eff is not None:
+        page += f"<h2>Effects</h2><p>{html.escape(effects.explain(eff))}</p>{effects.html_table(eff, info)}"
     with atomic_write(root / "report.html", "w") as f:
         f.write(page)
     if os.environ.get("WANDB_MODE", "offline") == "online":
@@ -126,16 +137,21 @@ def write(root: Path) -> dict[str, Path]:
 
         with wandb.init(project="bjexp", job_type="report", name=f"report-{root.name}",
                         config={"metric_info": info}) as r:
-            r.log({"summary": wandb.Table(dataframe=flat.reset_index(names="run"))})
+            r.log({"summary": wandb.Table(dataframe=flat.reset_index(names="run")),
+                   **({"effects": wandb.Table(dataframe=eff)} if eff is not None else {})})
     print(md)
-    return {"markdown": root / "report.md", "html": root / "report.html", "csv": root / "summary.csv", "plot": png}
+    out = {"markdown": root / "report.md", "html": root / "report.html", "csv": root / "summary.csv", "plot": png}
+    return out if eff is None else {**out, "effects": root / "effects.csv"}
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     if not cfg.run:
         raise SystemExit("usage: python -m bjexp.report run=<run dir or multirun dir>")
-    write(Path(cfg.run))
+    from hydra.core.hydra_config import HydraConfig
+
+    # This command composes the same defaults list as a run: its group choices are the reference levels.
+    write(Path(cfg.run), baselines={g: str(c) for g, c in HydraConfig.get().runtime.choices.items()})
 
 
 if __name__ == "__main__":
