@@ -140,6 +140,8 @@ class EvalConfig:
     metrics: dict[str, Optional[dict[str, Any]]] = field(default_factory=dict)
     # _target_ + options -> a factory (run_cfg, **options) -> bjexp.eval.segmenter.Segmenter (anatomy metrics)
     segmenter: dict[str, Any] = field(default_factory=dict)
+    # _target_ -> a factory (run_cfg, df, size) -> bool (N, H, W) edit regions (bjexp.eval.locality; unset: none)
+    edit_regions: dict[str, Any] = field(default_factory=dict)
     findings: list[str] = field(default_factory=list)
     uncertain: str = "exclude"  # exclude | positive | negative (CheXpert -1 labels)
     n_bootstrap: int = 1000
