@@ -243,8 +243,9 @@ def evaluate(metrics: list[Metric], ctx: EvalContext, sides: tuple[str, ...] | l
     out: dict = {"metrics": {}, "counts": {}, "notes": [], "metric_info": metric_info(metrics), "details": {},
                  "bootstrap": bootstrap_meta(ctx), "draws": {}}
     groups = ctx.df["patient_id"].to_numpy()
-    for m in metrics:
-        m.prepare(ctx)
+    for m in metrics:  # only those that will run: a segmenter is not built for a predictions-only evaluation
+        if any(side in m.sides and _has_inputs(m, ctx, side) for side in sides):
+            m.prepare(ctx)
     for side in sides:
         todo = [m for m in metrics if side in m.sides and _has_inputs(m, ctx, side)]
         if not todo:
