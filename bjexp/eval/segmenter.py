@@ -12,7 +12,6 @@ synthetic one finds its world and cache there).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -21,12 +20,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bjexp.eval.assets import EVAL_ASSETS, FETCH_COMMAND, MissingWeightsError
 from bjexp.imaging import uint8_to_model, uint8_to_xrv
-from bjexp.io import atomic_dir, config_hash, write_json
+from bjexp.eval.trained_nets import is_saved, load_net, save_net
+from bjexp.io import config_hash
 from bjexp.progress import progress
 
 STRUCTURES = ("Left lung", "Right lung", "Heart")  # the patient's left lung is on the image's right
@@ -115,7 +114,7 @@ def train_synthetic(npz_path: str | Path, cache_dir: str | Path, *, steps: int =
     out and its Dice per structure written to report.json."""
     key = config_hash(steps, batch_size, lr, width, seed, Path(npz_path).parent.name, "tiny-unet-v2")
     out = Path(cache_dir) / "segmenter" / f"synthetic-{key}"
-    if (out / "model.safetensors").is_file():
+    if is_saved(out):
         return out
     data = np.load(npz_path)
     if "masks" not in data.files:
@@ -145,20 +144,13 @@ def train_synthetic(npz_path: str | Path, cache_dir: str | Path, *, steps: int =
     d = dice(seg, target[:n_test])
     report = {"held_out_images": n_test, "dice": {s: float(np.nanmean(d[:, j])) for j, s in enumerate(STRUCTURES)},
               "mean_dice": float(np.nanmean(d)), "steps": steps}
-    with atomic_dir(out) as tmp:
-        save_file(net.state_dict(), str(tmp / "model.safetensors"))
-        (tmp / "config.json").write_text(json.dumps({"structures": STRUCTURES, "width": width}))
-        write_json(tmp / "report.json", report)
-    return out
+    return save_net(out, net, {"structures": STRUCTURES, "width": width}, report)
 
 
 def load_synthetic(path: str | Path) -> SyntheticSegmenter:
-    path = Path(path)
-    cfg = json.loads((path / "config.json").read_text())
-    net = TinyUNet(len(cfg["structures"]), cfg["width"])
-    net.load_state_dict(load_file(str(path / "model.safetensors")))
-    seg = SyntheticSegmenter(net, path.name)
-    seg.report = json.loads((path / "report.json").read_text())
+    net, _, report = load_net(path, lambda c: TinyUNet(len(c["structures"]), c["width"]))
+    seg = SyntheticSegmenter(net, Path(path).name)
+    seg.report = report
     return seg
 
 
