@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from bjexp import schema
@@ -37,6 +38,13 @@ def build_predictor(cfg: DictConfig):
     return instantiate(p)
 
 
+def train_images(data) -> np.ndarray:
+    """Every distinct image of the training split's pairs (the memorization audit's bank)."""
+    train = np.flatnonzero((data.df["split"] == "train").to_numpy())
+    idx = np.unique(np.concatenate([data.index[k][train] for k in ("prior", "current")]))
+    return data.tables.images[idx[idx >= 0]].numpy()
+
+
 def evaluate(cfg: DictConfig, data, run_dir: Path) -> dict:
     """Score the run's samples against the manifest's test rows (priors and currents from the in-memory tables of
     `data`, a workflow.Data); writes results.json, grid.png, report.md."""
@@ -55,7 +63,7 @@ def evaluate(cfg: DictConfig, data, run_dir: Path) -> dict:
     prior, cur = (data.tables.images[data.index[k][rows]].numpy() for k in ("prior", "current"))
     seed = cfg.seed if cfg.eval.get("bootstrap_seed") is None else cfg.eval.bootstrap_seed
     results = suite.score_all(cfg.eval, lambda: build_predictor(cfg), sub, generated=gen, current=cur, prior=prior,
-                              seed=seed, run_cfg=cfg)
+                              seed=seed, run_cfg=cfg, providers={"train_images": lambda: train_images(data)})
     results["n_bootstrap"] = cfg.eval.n_bootstrap
     write_draws(run_dir / DRAWS, results.pop("draws"))
     write_json(run_dir / "results.json", results)
