@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval_cost.md"))
     args = ap.parse_args()
 
-    from bjexp.eval import cache, fake_weights, fid, metrics
+    from bjexp.eval import cache, fake_weights, fid, metrics, registry
     from bjexp.eval.xrv import XRVPredictor, to_resolution
     from bjexp.imaging import read_grey, uint8_to_xrv, write_png
     from bjexp.io import write_json
@@ -128,7 +128,8 @@ def main() -> None:
         p = metrics.Predictions(findings={f: rng.uniform(0, 1, n) for f in findings}, race=rng.dirichlet(np.ones(3), n),
                                 age=rng.uniform(20, 90, n), sex=rng.uniform(0, 1, n), features=rng.normal(size=(n, 1024)))
         t = time.perf_counter()
-        metrics.score(p, df, findings=findings, prior=p, n_bootstrap=args.n_bootstrap)
+        registry.score_predictions(registry.config_metrics(), p, df, prior=p, findings=findings,
+                                   n_bootstrap=args.n_bootstrap)
         r["score_one_prefix_bootstrap_s"] = time.perf_counter() - t
 
         # Cache hits at full size: hash the image set + load a cached predictions file.

@@ -2,18 +2,21 @@
 
 Scores generated images (`test/…`), the real current images (`ceiling/…`, what a perfect generator reaches) and
 the priors (`floor/…`, the identity baseline) with the same predictor, each with patient-bootstrap CIs.
-Writes `<run>/results.json`, the image grid and the Markdown report.
+Writes `<run>/results.json`, `<run>/bootstrap.npz` (each bootstrapped key's value per resample, for effects
+across runs), the image grid and the Markdown report.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from bjexp import cli, schema
 from bjexp.errors import MissingRunFile
 from bjexp.eval import suite
+from bjexp.eval.draws import DRAWS, write_draws
 from bjexp.instantiate import instantiate
 from bjexp.io import write_json
 from bjexp.sample import sample_dir, test_rows
@@ -35,6 +38,13 @@ def build_predictor(cfg: DictConfig):
     return instantiate(p)
 
 
+def train_images(data) -> np.ndarray:
+    """Every distinct image of the training split's pairs (the memorization audit's bank)."""
+    train = np.flatnonzero((data.df["split"] == "train").to_numpy())
+    idx = np.unique(np.concatenate([data.index[k][train] for k in ("prior", "current")]))
+    return data.tables.images[idx[idx >= 0]].numpy()
+
+
 def evaluate(cfg: DictConfig, data, run_dir: Path) -> dict:
     """Score the run's samples against the manifest's test rows (priors and currents from the in-memory tables of
     `data`, a workflow.Data); writes results.json, grid.png, report.md."""
@@ -51,9 +61,11 @@ def evaluate(cfg: DictConfig, data, run_dir: Path) -> dict:
                                 f"run `python -m bjexp.sample run={run_dir}` first")
     gen = suite.load_images([samples / f"{p}.png" for p in sub["pair_id"]], size)
     prior, cur = (data.tables.images[data.index[k][rows]].numpy() for k in ("prior", "current"))
-    predictor = build_predictor(cfg)
-    results = suite.score_all(cfg.eval, predictor, sub, generated=gen, current=cur, prior=prior, seed=cfg.seed)
+    seed = cfg.seed if cfg.eval.get("bootstrap_seed") is None else cfg.eval.bootstrap_seed
+    results = suite.score_all(cfg.eval, lambda: build_predictor(cfg), sub, generated=gen, current=cur, prior=prior,
+                              seed=seed, run_cfg=cfg, providers={"train_images": lambda: train_images(data)})
     results["n_bootstrap"] = cfg.eval.n_bootstrap
+    write_draws(run_dir / DRAWS, results.pop("draws"))
     write_json(run_dir / "results.json", results)
     write_pair_grid(run_dir, sub, prior, gen, cur, cfg.eval.grid_pairs, list(cfg.eval.findings))
     write_run_report(run_dir, results)

@@ -6,9 +6,12 @@ loss curves, the same test pairs side by side for every arm, config differences;
 offline; bjexp.tracking.study), `summary.csv`, `metrics.png` and `report.md`. Columns are the metrics results.json
 marks as headlines (`metric_info`, bjexp.eval.registry). `report.wandb=true` also builds a W&B Report
 (bjexp.tracking.wandb_report). When W&B is online (`WANDB_MODE=online`), the table is also logged to a summary run.
+A sweep that is a full two-level factorial (Table 2) also gets its main effects and two-way interactions with
+paired CIs (`effects.csv`, bjexp.tracking.effects; reference levels = the config defaults).
 """
 from __future__ import annotations
 
+import html
 import json
 import os
 from dataclasses import dataclass, field
@@ -19,12 +22,10 @@ from omegaconf import DictConfig
 
 from bjexp import cli, schema
 from bjexp.io import atomic_write
-from bjexp.tracking.report import headline, legend, merged_info, metric_info, metrics_table
+from bjexp.tracking.report import SPECIALIZING, headline, legend, merged_info, metric_info, metrics_table
 
 schema.register()
 
-# Groups conf/config.yaml selects from other choices (e.g. method_model: ${method}_${model}): never a label.
-SPECIALIZING = {"model_overrides", "encoder_model", "method_model"}
 
 
 @dataclass
@@ -63,11 +64,12 @@ def collect(root: Path) -> dict[str, dict]:
     return {r.label: r.metrics for r in runs(root)}
 
 
-def write(root: Path, rcfg=None, logger_cfg=None) -> dict[str, Path]:
+def write(root: Path, rcfg=None, logger_cfg=None, baselines: dict[str, str] | None = None) -> dict[str, Path]:
     """The report files of a run or a sweep: `report.html` (the study report, self-contained), `summary.csv`,
     `metrics.png` and, for a sweep, `report.md`. A single run's `report.md` is its full run report (never a
-    thinner one-row table). `rcfg` = the `report:` config (W&B report, image pairs)."""
-    from bjexp.tracking import study
+    thinner one-row table). `rcfg` = the `report:` config (W&B report, image pairs); `baselines`: {group: reference
+    option} for the effects table (the defaults)."""
+    from bjexp.tracking import effects, study
     from bjexp.tracking.report import load_results, write_run_report
 
     root = Path(root)
@@ -78,6 +80,10 @@ def write(root: Path, rcfg=None, logger_cfg=None) -> dict[str, Path]:
     with atomic_write(root / "summary.csv", "w") as f:
         flat.to_csv(f)
     table = metrics_table(rows, info)
+    eff = effects.sweep_effects(found, info, baselines or {})
+    if eff is not None:
+        with atomic_write(root / "effects.csv", "w") as f:
+            eff.to_csv(f, index=False)
     png = root / "metrics.png"
     with atomic_write(png) as f:
         f.write(study.metrics_plot(found, info) or b"")
@@ -88,17 +94,23 @@ def write(root: Path, rcfg=None, logger_cfg=None) -> dict[str, Path]:
     else:
         md = "\n".join([f"# Report: {root}", "", "Generated follow-ups; patient-bootstrap 95% CIs where the metric has "
                         "one. The full study report (images, plots, config): report.html.", "",
-                        table, "", "Metrics:", *legend(info, headline(info)), "", "![metrics](metrics.png)", ""])
+                        table, "", "Metrics:", *legend(info, headline(info)), "", "![metrics](metrics.png)", "",
+                        *(["## Effects", "", effects.explain(eff), "", effects.markdown(eff, info), ""]
+                          if eff is not None else [])])
         with atomic_write(root / "report.md", "w") as f:
             f.write(md)
-    page = study.write_html(root, found, info, grid_pairs=int(getattr(rcfg, "grid_pairs", 8) or 8))
-    out = {"markdown": root / "report.md", "html": page, "csv": root / "summary.csv", "plot": png}
+    extra = (study.section("Effects", f"<p>{html.escape(effects.explain(eff))}</p>{effects.html_table(eff, info)}")
+             if eff is not None else "")
+    page = study.write_html(root, found, info, grid_pairs=int(getattr(rcfg, "grid_pairs", 8) or 8), extra=extra)
+    out = {"markdown": root / "report.md", "html": page, "csv": root / "summary.csv", "plot": png,
+           **({"effects": root / "effects.csv"} if eff is not None else {})}
     if os.environ.get("WANDB_MODE", "offline") == "online":
         import wandb
 
         with wandb.init(project="bjexp", job_type="report", name=f"report-{root.name}",
                         config={"metric_info": info}) as r:
-            r.log({"summary": wandb.Table(dataframe=flat.reset_index(names="run"))})
+            r.log({"summary": wandb.Table(dataframe=flat.reset_index(names="run")),
+                   **({"effects": wandb.Table(dataframe=eff)} if eff is not None else {})})
     if rcfg is not None and rcfg.wandb:
         from bjexp.tracking import wandb_report
 
@@ -117,7 +129,11 @@ def write(root: Path, rcfg=None, logger_cfg=None) -> dict[str, Path]:
 def main(cfg: DictConfig) -> None:
     if not cfg.run:
         raise SystemExit("usage: python -m bjexp.report run=<run dir or multirun dir>")
-    write(Path(cfg.run), cfg.report, cfg.logger)
+    from hydra.core.hydra_config import HydraConfig
+
+    # This command composes the same defaults list as a run: its group choices are the effects' reference levels.
+    write(Path(cfg.run), cfg.report, cfg.logger,
+          baselines={g: str(c) for g, c in HydraConfig.get().runtime.choices.items()})
 
 
 if __name__ == "__main__":

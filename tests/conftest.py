@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Settings small enough for a CPU test, large enough that every stage does real work.
 TINY = [
     "data.n_patients=24", "data.classifier_images=240", "model.vae.train_steps=30", "model.optim.batch_size=8",
-    "encoder.tiny.pretrain_steps=5", "eval.classifier.steps=20", "trainer.max_steps=6",
+    "encoder.tiny.pretrain_steps=5", "eval.classifier.steps=20", "eval.segmenter.steps=10", "trainer.max_steps=6",
     "trainer.val_check_interval=3", "trainer.checkpoint_every_n_steps=3", "trainer.enable_progress_bar=false",
     "sampler.steps=2", "eval.n_bootstrap=20", "logger=csv",
 ]

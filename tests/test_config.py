@@ -67,3 +67,31 @@ def test_default_is_the_paper_method_on_the_miniature_world():
     assert (choices.data, choices.model, choices.method, choices.conditioning) == ("synthetic", "tiny", "biomedjourney", "concat")
     assert cfg.method.cfg_dropout.text == cfg.method.cfg_dropout.both == cfg.method.cfg_dropout.image == 0.05
     assert cfg.sampler.image_guidance == 1.5 and cfg.sampler.text_guidance == 7.5
+
+
+def _sweep_jobs(experiment: str) -> list[list[str]]:
+    """The jobs `python -m bjexp.train -m experiment=<experiment>` launches, expanded by Hydra's own sweeper."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = compose([f"experiment={experiment}"]).hydra.sweeper.params
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+@pytest.mark.parametrize("experiment,describers,seeds", [
+    ("table2_miniature", {"labels", "impression"}, {0, 1}),
+    ("table2", {"llm", "impression"}, {0}),
+])
+def test_table2_sweeps_the_full_factorial_on_the_same_pairs(experiment, describers, seeds):
+    """Every cell of describer x registration x curriculum (x seed) is one job; each composes with that arm and
+    with the settings that make the arms comparable (same pairs, the same bootstrap resamples)."""
+    cells = set()
+    for job in _sweep_jobs(experiment):
+        cfg = compose([f"experiment={experiment}", *job])
+        choices = cfg.hydra.runtime.choices
+        cells.add((choices.describer, choices.registration, choices.curriculum, int(cfg.seed)))
+        assert list(cfg.registration.same_pairs_as) == ["none", "affine_ecc"] and cfg.eval.bootstrap_seed == 0
+    want = {(d, r, c, s) for d in describers for r in ("none", "affine_ecc") for c in ("one_stage", "two_stage")
+            for s in seeds}
+    assert cells == want

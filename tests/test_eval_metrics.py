@@ -10,7 +10,13 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from bjexp.eval import metrics, stats
+from bjexp.eval import metrics, registry, stats
+
+PAPER = registry.config_metrics("paper")
+
+
+def _score(pred, df, *, findings, prior=None, **kw):
+    return registry.score_predictions(PAPER, pred, df, prior=prior, findings=findings, **kw)
 
 
 def _frame(n_patients: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -28,7 +34,7 @@ def test_auroc_and_accuracy_match_sklearn_with_label_policy():
     p = np.round(np.clip(0.3 * (y == 1) + rng.normal(0.4, 0.2, n), 0, 1), 2)  # rounded: ties exercised
     pred = metrics.Predictions(findings={"Effusion": p}, thresholds={"Effusion": 0.47})
     for policy, unc_value in (("exclude", None), ("positive", 1), ("negative", 0)):
-        res = metrics.score(pred, df, findings=["Effusion"], uncertain=policy, n_bootstrap=0)["metrics"]
+        res = _score(pred, df, findings=["Effusion"], uncertain=policy, n_bootstrap=0)["metrics"]
         yy = y.copy()
         if unc_value is not None:
             yy[yy == -1] = unc_value
@@ -66,7 +72,7 @@ def test_cmig_in_score_uses_point_estimates_and_flags_clamping():
     for sign in (1, -1):
         pred = metrics.Predictions(findings={"Edema": df["current_Edema"].to_numpy() * 0.3 + rng.uniform(0, 1, n)},
                                    race=race, age=sign * df["attr_age"].to_numpy() + rng.normal(0, 15, n))
-        res = metrics.score(pred, df, findings=["Edema"], n_bootstrap=20)
+        res = _score(pred, df, findings=["Edema"], n_bootstrap=20)
         m = res["metrics"]
         P, R, A = (m[f"test/{k}"]["value"] for k in ("pathology_auroc", "race_auroc", "age_r"))
         expected = 100 * math.sqrt(P * math.sqrt(R * max(A, 0.0)))
@@ -123,7 +129,7 @@ def test_unknown_attributes_are_left_out_and_text_codes_rejected():
     blanked = df.copy()
     for c in ("attr_race", "attr_age", "attr_sex"):
         blanked.loc[unknown, c] = np.nan
-    got = metrics.score(pred, blanked, findings=[], n_bootstrap=0)["metrics"]
+    got = _score(pred, blanked, findings=[], n_bootstrap=0)["metrics"]
     keep = ~unknown
     assert got["test/race_auroc"]["value"] == pytest.approx(
         roc_auc_score(df["attr_race"][keep], pred.race[keep], multi_class="ovr"), abs=1e-12)
@@ -132,4 +138,4 @@ def test_unknown_attributes_are_left_out_and_text_codes_rejected():
         accuracy_score(df["attr_sex"][keep] == 1, pred.sex[keep] >= 0.5))
     df["attr_race"] = "WHITE"
     with pytest.raises(ValueError, match="attr_race.*numeric codes.*code_attributes"):
-        metrics.score(pred, df, findings=[], n_bootstrap=0)
+        _score(pred, df, findings=[], n_bootstrap=0)

@@ -152,6 +152,9 @@ def test_end_to_end_real_images_results_and_caches(xrv_dir, tmp_path):
     cfg.eval.fid_settings.extractors = [fid.XRV_EXTRACTOR]
     cfg.eval.predictor.batch_size = 6
     cfg.eval.predictor.progress = False
+    paper = OmegaConf.load(REPO / "conf" / "eval" / "metrics" / "paper.yaml")
+    paper.pop("anatomy_dice")  # ChestX-Det on random weights: tests/test_eval_anatomy.py
+    cfg.eval.metrics = {**paper, "fid": {"_target_": "bjexp.eval.fid.FID"}}
     predictor = instantiate(cfg.eval.predictor)
     calls = []
     real_predict = predictor.predict
@@ -159,6 +162,8 @@ def test_end_to_end_real_images_results_and_caches(xrv_dir, tmp_path):
 
     out = suite.score_all(cfg.eval, predictor, df, generated=generated, current=current, prior=prior)
     assert calls == [6, 6, 6]
+    draws = out.pop("draws")  # per-resample values (numpy; evaluate writes them to bootstrap.npz, not JSON)
+    assert len(draws["test/pathology_auroc"]) == 40 and "test/fid" not in draws
     write_json(run_dir / "results.json", out)
     res = json.loads((run_dir / "results.json").read_text())
     m = res["metrics"]
@@ -170,7 +175,8 @@ def test_end_to_end_real_images_results_and_caches(xrv_dir, tmp_path):
             assert f"{prefix}/{k}" in m
     assert m["floor/identity_similarity"]["value"] == pytest.approx(1.0, abs=1e-5)
     assert 0 < m["test/identity_similarity"]["value"] < 1
-    assert m["test/fid/xrv-densenet121-features2"]["value"] > 0 and res["fid_policy"]["n"] == 6
+    assert m["test/fid/xrv-densenet121-features2"]["value"] > 0 and res["details"]["fid"]["n"] == 6
+    assert m["test/fid"] == m["test/fid/xrv-densenet121-features2"] and res["metric_info"]["fid"]["direction"] == "lower"
     prov = res["provenance"]
     assert prov["predictor"]["pathology_weights"] == "densenet121-res224-chex"
     assert prov["predictor"]["files"]["pathology"]["sha256"] == assets.sha256(

@@ -27,6 +27,15 @@ def test_main_job_end_to_end(tmp_path, cache_dir):
     for key in ("test/pathology_auroc", "test/pathology_auroc_changed", "test/race_auroc", "test/age_r", "test/cmig",
                 "ceiling/pathology_auroc", "floor/pathology_auroc", "test/pathology_auroc/Effusion"):
         assert key in m and {"value", "lo", "hi"} <= set(m[key]), key
+    # Tables 4 and 5 and the edit locality, through the registry into results.json and the run's report
+    for key in ("test/anatomy_dice", "ceiling/anatomy_dice", "test/label_kl", "test/edit_locality",
+                "ceiling/edit_locality/inside", "test/memorization", "floor/memorization"):
+        assert key in m and np.isfinite(m[key]["value"]), key
+    assert "test/anatomy_dice/Heart" in m  # NaN here: a 10-step segmenter may find no heart in either image
+    assert set(results["details"]["anatomy_dice"]["held_out"]["dice"]) == {"Left lung", "Right lung", "Heart"}
+    new = ("anatomy_dice", "label_kl", "edit_locality", "memorization")
+    assert all(results["metric_info"][k]["headline"] for k in new)
+    assert all(k in (run / "report.md").read_text() for k in new)
     # generated PNGs for every evaluated test pair, and the artefacts a person opens
     n = results["counts"]["test/n_pairs"]
     assert len(list((run / "samples").glob("*.png"))) == n > 0

@@ -90,8 +90,9 @@ ASSETS: dict[str, Asset] = {a.name: a for a in [
                         "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                         "weights-inception-2015-12-05-6726825d.pth", sha256_prefix="6726825d"),),
           config_key="eval.fid_settings.inception_weights", loads_pickle=True),
-    Asset("eval", ".", "the default evaluation weights (eval=real): xrv DenseNet CheXpert, race, age, sex; Inception",
-          includes=("densenet121-res224-chex", "race", "age", "sex", "inception")),
+    Asset("eval", ".", "the default evaluation weights (eval=real): xrv DenseNet CheXpert, race, age, sex, "
+          "ChestX-Det PSPNet (anatomy Dice); Inception",
+          includes=("densenet121-res224-chex", "race", "age", "sex", "chestx_det", "inception")),
 ]}
 
 # What `verify` reports: each real-world run and the assets it needs (the miniature world needs none).

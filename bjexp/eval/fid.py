@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bjexp import assets
+from bjexp.eval.registry import Metric
 from bjexp.imaging import grey_to_rgb_uint8, uint8_to_xrv
 from bjexp.io import bytes_hash
 
@@ -203,3 +204,37 @@ def policy(n: int, extractors, ref_hash: str, files: dict, xrv_weights: str) -> 
                    XRV_EXTRACTOR: "one channel -> [-1024, 1024], bilinear antialias to 224 px (xrv policy)"},
         "sets": "generated current image vs real current image of the same N pairs (first N in manifest order)",
     }
+
+
+class FID(Metric):
+    """`fid/<extractor>` per `eval.fid_settings.extractors` (schema: bjexp.schema.eval_real.FIDSettings); `fid` is the
+    first of them (the standard Inception FID by default). The policy goes to results.json `details.fid`."""
+    name = "fid"
+    description = "Fréchet distance of generated vs real current images of the same N pairs (first extractor; no CI)"
+    consumes = ("images",)
+    bootstrap = False
+    direction = "lower"
+    headline = True
+    sides = ("test",)
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.policy: dict | None = None
+
+    def compute(self, ctx, side, rows, done):
+        cfg = ctx.cfg
+        s = cfg.fid_settings
+        res = compute_fid(ctx.side_images(side), ctx.side_images("ceiling"), cache_root=Path(str(cfg.cache_dir)) / "fid",
+                          extractors=list(s.extractors), xrv_weights=str(s.xrv_weights), xrv_dir=str(cfg.weights_dir),
+                          inception_weights=str(s.inception_weights), n=s.n, batch_size=int(s.batch_size),
+                          verify_checksums=bool(cfg.get("verify_checksums", True)), prefix=side)
+        self.policy = res["policy"]
+        values = {k.split("/fid/", 1)[1]: v for k, v in res["metrics"].items()}
+        return {"": values[s.extractors[0]], **values}
+
+    def notes(self, side, metrics):
+        return ["FID has no bootstrap CI (set-level statistic, biased in N): compare equal details.fid.n only"] \
+            if f"{side}/fid" in metrics else []
+
+    def details(self, ctx):
+        return self.policy

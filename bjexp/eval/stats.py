@@ -62,18 +62,33 @@ def bootstrap(statistic: Callable[[np.ndarray], Mapping[str, float]], groups: np
     `statistic(rows)` gets row indices and returns named scalars; all scalars of one resample are computed on the
     same rows, so derived scores (CMIG) get consistent CIs. Returns {name: {value, lo, hi, n_valid}}.
     """
+    point, draws = bootstrap_draws(statistic, groups, n_resamples=n_resamples, seed=seed)
+    return summarise(point, draws, n_resamples, alpha)
+
+
+def bootstrap_draws(statistic: Callable[[np.ndarray], Mapping[str, float]], groups: np.ndarray, *,
+                    n_resamples: int = 1000, seed: int = 0) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The point values and, per name, its value on each resample (NaN where undefined or absent). Resample i
+    depends only on (groups, seed, i): runs scored on the same pairs with the same seed share their resamples."""
     groups = np.asarray(groups)
     uniq, inverse = np.unique(groups, return_inverse=True)
     members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
-    point = dict(statistic(np.arange(groups.size)))
+    point = {k: float(v) for k, v in statistic(np.arange(groups.size)).items()}
     rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {k: [] for k in point}
-    for _ in range(n_resamples):
+    draws = {k: np.full(n_resamples, np.nan) for k in point}
+    for i in range(n_resamples):
         pick = rng.integers(0, len(uniq), size=len(uniq))
         rows = np.concatenate([members[g] for g in pick])
         for k, v in statistic(rows).items():
             if k in draws:
-                draws[k].append(v)
+                draws[k][i] = v
+    return point, draws
+
+
+def summarise(point: Mapping[str, float], draws: Mapping[str, np.ndarray], n_resamples: int,
+              alpha: float = 0.05) -> dict[str, dict[str, float]]:
+    """{name: {value, lo, hi, n_valid}}: percentile interval of the defined draws; NaN bounds when a statistic is
+    undefined in more than half of the resamples."""
     out = {}
     for k, v in point.items():
         arr = np.asarray(draws[k], dtype=np.float64)

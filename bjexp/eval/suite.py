@@ -1,21 +1,20 @@
 """One evaluation of a set of generated follow-ups, for either world: the pieces `bjexp.evaluate` composes.
 
-`score_all()` = predictions on generated (`test`), real current (`ceiling`) and prior (`floor`) images, the
-metrics with patient-bootstrap CIs, FID when configured, and the provenance of every number. The reference sides
-(current, prior) go through `cache.cached_predict` and torch-fidelity's statistics cache, so the runs of a sweep
-pay for them once.
+`score_all()` = the metrics of `eval.metrics` (`bjexp.eval.registry`) on generated (`test`), real current
+(`ceiling`) and prior (`floor`) images, with patient-bootstrap CIs, and the provenance of every number. The
+reference sides (current, prior) go through `cache.cached_predict` and torch-fidelity's statistics cache, so the
+runs of a sweep pay for them once.
 """
 from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from bjexp.eval import metrics
-from bjexp.eval.cache import cached_predict
+from bjexp.eval import metrics, registry
 from bjexp.imaging import read_grey
 
 
@@ -62,18 +61,6 @@ def provenance(predictor: metrics.Predictor, cfg_eval: Any = None) -> dict:
     return out
 
 
-def fid_from_config(cfg_eval: Any, generated: np.ndarray, reference: np.ndarray, prefix: str = "test") -> dict:
-    """FID per `cfg_eval.fid_settings` (schema: bjexp.schema.eval_real.FIDSettings)."""
-    from bjexp.eval.fid import compute_fid
-
-    s = _get(cfg_eval, "fid_settings")
-    return compute_fid(generated, reference, cache_root=Path(str(_get(cfg_eval, "cache_dir"))) / "fid",
-                       extractors=list(s.extractors), xrv_weights=str(s.xrv_weights),
-                       xrv_dir=str(_get(cfg_eval, "weights_dir")), inception_weights=str(s.inception_weights),
-                       n=s.n, batch_size=int(s.batch_size), verify_checksums=bool(_get(cfg_eval, "verify_checksums", True)),
-                       prefix=prefix)
-
-
 def preflight(cfg_eval: Any) -> None:
     """Start-up checks of an evaluation config, before any data or model work: the predictor class's own `preflight`
     (e.g. xrv weight files present) and the FID feature extractors' weight files."""
@@ -95,32 +82,34 @@ def preflight(cfg_eval: Any) -> None:
                          verify=bool(_get(cfg_eval, "verify_checksums", True)))
 
 
-def score_all(cfg_eval: Any, predictor: metrics.Predictor, df: pd.DataFrame, *, generated: np.ndarray,
-              current: np.ndarray, prior: np.ndarray, seed: int = 0) -> dict:
-    """All metrics of one run; rows of the three image arrays align with `df` rows. Returns results.json's body."""
+def score_all(cfg_eval: Any, predictor: metrics.Predictor | Callable[[], metrics.Predictor] | None, df: pd.DataFrame, *,
+              generated: np.ndarray, current: np.ndarray, prior: np.ndarray, seed: int = 0, run_cfg: Any = None,
+              providers: Mapping[str, Callable[[], Any]] | None = None) -> dict:
+    """Every metric of `cfg_eval.metrics` on one run (rows of the image arrays align with `df` rows); returns
+    results.json's body. `predictor` may be a zero-argument builder: it is built only if a metric needs it."""
     from bjexp.eval.xrv import code_attributes
 
     df = code_attributes(df)  # MIMIC's text sex/race -> the classifiers' codes (numeric codes pass unchanged)
-    cache_dir = str(_get(cfg_eval, "cache_dir")) if _get(cfg_eval, "cache_reference", False) else None
-    findings = list(_get(cfg_eval, "findings"))
-    kw = dict(findings=findings, uncertain=str(_get(cfg_eval, "uncertain", "exclude")),
-              n_bootstrap=int(_get(cfg_eval, "n_bootstrap", 1000)), seed=seed)
-    pred_prior = cached_predict(predictor, prior, cache_dir)
-    pred_current = cached_predict(predictor, current, cache_dir)
-    pred_gen = predictor.predict(generated)
-    results = {"test": metrics.score(pred_gen, df, prior=pred_prior, prefix="test", **kw),
-               "ceiling": metrics.score(pred_current, df, prior=pred_prior, prefix="ceiling", **kw),
-               "floor": metrics.score(pred_prior, df, prior=pred_prior, prefix="floor", **kw)}
-    out: dict = {"metrics": {}, "counts": {}, "notes": []}
-    for r in results.values():
-        out["metrics"].update(r["metrics"])
-        out["counts"].update(r["counts"])
-        out["notes"] += r["notes"]
-    if _get(cfg_eval, "fid", False) and _get(cfg_eval, "fid_settings") is not None:
-        fid = fid_from_config(cfg_eval, generated, current)
-        out["metrics"].update({k: {"value": v, "lo": float("nan"), "hi": float("nan"), "n_valid": 0}
-                               for k, v in fid["metrics"].items()})
-        out["fid_policy"] = fid["policy"]
-        out["notes"].append("FID has no bootstrap CI (set-level statistic, biased in N): compare equal fid_policy.n only")
-    out["provenance"] = provenance(predictor, cfg_eval)
+    build = predictor if predictor is None or callable(predictor) and not hasattr(predictor, "predict") else (
+        lambda: predictor)
+    ctx = registry.EvalContext(
+        df, images={"test": generated, "ceiling": current, "floor": prior}, findings=list(_get(cfg_eval, "findings")),
+        uncertain=str(_get(cfg_eval, "uncertain", "exclude")), n_bootstrap=int(_get(cfg_eval, "n_bootstrap", 1000)),
+        seed=seed, cache_dir=_get(cfg_eval, "cache_dir"), cache_reference=bool(_get(cfg_eval, "cache_reference", False)),
+        cfg=cfg_eval, run_cfg=run_cfg, providers={**({"predictor": build} if build else {}), **(providers or {})})
+    specs = _get(cfg_eval, "metrics")
+    if specs is None:  # a run configured before the registry (no eval.metrics in its config.yaml): what it had then
+        specs = {m.name: m for m in registry.config_metrics("paper")}
+        if _get(cfg_eval, "fid", False):
+            from bjexp.eval.fid import FID
+
+            specs["fid"] = FID()
+    metric_list = registry.build_metrics(specs)
+    if not metric_list:
+        raise ValueError("eval.metrics is empty: nothing to evaluate (conf/eval/metrics/paper.yaml lists the paper's)")
+    out = registry.evaluate(metric_list, ctx)
+    if ctx.built("predictor"):
+        out["provenance"] = provenance(ctx.get("predictor"), cfg_eval)
+    else:
+        out["provenance"] = {"versions": versions()}
     return out

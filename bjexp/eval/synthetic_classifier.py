@@ -3,19 +3,18 @@ and the identity traits (sex, race-like class, age), trained on independent synt
 (classifier.npz from the data cache), cached, with its held-out accuracy recorded next to it."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bjexp.data.phantom import N_RACE
 from bjexp.eval.metrics import Predictions
 from bjexp.imaging import uint8_to_model
-from bjexp.io import atomic_dir, cache_lock, config_hash, write_json
+from bjexp.eval.trained_nets import is_saved, load_net, save_net
+from bjexp.io import cache_lock, config_hash
 from bjexp.progress import progress
 
 AGE_MEAN, AGE_STD = 55.0, 20.0
@@ -70,10 +69,10 @@ def train_classifier(npz_path: Path, ccfg, cache_dir: Path, seed: int = 0) -> Pa
     data = np.load(npz_path)
     key = config_hash(ccfg, seed, Path(npz_path).parent.name)
     out = Path(cache_dir) / "classifier" / f"synthetic-{key}"
-    if (out / "model.safetensors").is_file():
+    if is_saved(out):
         return out
     with cache_lock(out):  # concurrent sweep jobs: one trains, the others wait and reuse it
-        return out if (out / "model.safetensors").is_file() else _train_classifier(data, ccfg, seed, key, out)
+        return out if is_saved(out) else _train_classifier(data, ccfg, seed, key, out)
 
 
 def _train_classifier(data, ccfg, seed: int, key: str, out: Path) -> Path:
@@ -108,16 +107,9 @@ def _train_classifier(data, ccfg, seed: int, key: str, out: Path) -> Path:
               "race_auroc": stats.multiclass_auroc(pred.race, attrs[:n_test, 2]),
               "age_r": stats.pearson_r(pred.age, attrs[:n_test, 1]),
               "age_mae_years": float(np.abs(pred.age - attrs[:n_test, 1]).mean())}
-    with atomic_dir(out) as tmp:
-        save_file(net.state_dict(), str(tmp / "model.safetensors"))
-        (tmp / "config.json").write_text(json.dumps({"findings": findings, "width": ccfg.width}))
-        write_json(tmp / "report.json", report)
-    return out
+    return save_net(out, net, {"findings": findings, "width": ccfg.width}, report)
 
 
 def load_predictor(path: str | Path) -> SyntheticPredictor:
-    path = Path(path)
-    cfg = json.loads((path / "config.json").read_text())
-    net = SyntheticCXRNet(len(cfg["findings"]), cfg["width"])
-    net.load_state_dict(load_file(str(path / "model.safetensors")))
-    return SyntheticPredictor(net, tuple(cfg["findings"]), path.name)
+    net, cfg, _ = load_net(path, lambda c: SyntheticCXRNet(len(c["findings"]), c["width"]))
+    return SyntheticPredictor(net, tuple(cfg["findings"]), Path(path).name)

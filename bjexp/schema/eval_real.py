@@ -1,7 +1,7 @@
 """Real-world evaluation schema (`eval=real`): torchxrayvision classifiers + torch-fidelity FID, offline.
 
 The miniature world's `eval=synthetic` fields (EvalConfig: name, predictor, findings, uncertain, n_bootstrap,
-max_pairs, grid_pairs) with the real defaults, plus `fid`, how FID is computed, and where the weights and the
+max_pairs, grid_pairs, metrics) with the real defaults, plus how FID is computed, and where the weights and the
 reference caches live.
 docs/evaluation.md explains every default.
 """
@@ -36,6 +36,12 @@ def _predictor() -> dict:
     }
 
 
+def _segmenter() -> dict:
+    # torchxrayvision's ChestX-Det PSPNet (14 structures; lungs and heart used), from the local weights file.
+    return {"_target_": "bjexp.eval.segmenter.chestx_det",
+            "weights": "${eval.weights_dir}/pspnet_chestxray_best_model_4.pth", "device": "auto", "batch_size": 4}
+
+
 @dataclass
 class FIDSettings:
     # torch-fidelity feature extractors: Inception (the standard FID) and the CXR-domain one (xrv DenseNet features2).
@@ -51,10 +57,11 @@ class FIDSettings:
 class RealEvalConfig(EvalConfig):
     name: str = "real"
     predictor: dict[str, Any] = field(default_factory=_predictor)
+    segmenter: dict[str, Any] = field(default_factory=_segmenter)
     findings: list[str] = field(default_factory=lambda: list(REAL_FINDINGS))
     # uncertain (EvalConfig): CheXpert -1 labels are excluded from that finding's AUROC/accuracy by default,
     # or counted positive/negative. Blank labels are always excluded.
-    fid: bool = True
+    # How FID is computed (the `fid` metric of eval.metrics, conf/eval/real.yaml).
     fid_settings: FIDSettings = field(default_factory=FIDSettings)
     # Local weights (xrv file names, as ~/.torchxrayvision/models_data); `python -m bjexp.assets fetch eval` fills it.
     weights_dir: str = "${paths.assets_dir}/xrv"

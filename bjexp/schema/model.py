@@ -177,9 +177,18 @@ class SamplerConfig:
 class EvalConfig:
     name: str = MISSING
     predictor: dict[str, Any] = field(default_factory=dict)  # _target_ + kwargs -> a bjexp.eval.metrics.Predictor
+    # name -> {_target_: a bjexp.eval.registry.Metric, options} (null = off); conf/eval/metrics/paper.yaml
+    metrics: dict[str, Optional[dict[str, Any]]] = field(default_factory=dict)
+    # _target_ + options -> a factory (run_cfg, **options) -> bjexp.eval.segmenter.Segmenter (anatomy metrics)
+    segmenter: dict[str, Any] = field(default_factory=dict)
+    # _target_ -> a factory (run_cfg, df, size) -> bool (N, H, W) edit regions (bjexp.eval.locality; unset: none)
+    edit_regions: dict[str, Any] = field(default_factory=dict)
     findings: list[str] = field(default_factory=list)
     uncertain: str = "exclude"  # exclude | positive | negative (CheXpert -1 labels)
     n_bootstrap: int = 1000
+    # Seed of the patient bootstrap; None = the run's seed. One value across a sweep's runs (scored on the same
+    # pairs) gives them the same resamples, so effects between runs get paired CIs (bjexp.tracking.effects).
+    bootstrap_seed: Optional[int] = None
     max_pairs: Optional[int] = None  # evaluate a fixed subset (first N test pairs) for quick runs
     grid_pairs: int = 8
 

@@ -9,9 +9,13 @@ import numpy as np
 
 from bjexp.io import atomic_write
 
-HEADLINE = ["pathology_auroc", "pathology_auroc_changed", "pathology_accuracy", "race_auroc", "age_r", "sex_accuracy",
-            "identity_similarity", "cmig"]
+SIDES = {"test": "generated follow-ups", "ceiling": "the real current images", "floor": "the priors (identity)"}
+ARROW = {"higher": "↑", "lower": "↓"}
 
+
+# Groups conf/config.yaml selects from other choices (e.g. method_model: ${method}_${model}): never a label or a
+# factor of a sweep.
+SPECIALIZING = {"model_overrides", "encoder_model", "method_model"}
 
 def grid_rows(df, n: int = 8, findings=None) -> np.ndarray:
     """Rows for picture grids: one pair per patient (as many patients as possible, up to `n` rows), pairs where a
@@ -78,30 +82,84 @@ def fmt(m: dict | None) -> str:
     return f"{m['value']:.3f}{ci}"
 
 
-def metrics_table(rows: dict[str, dict], prefix: str = "test") -> str:
-    """Markdown table: one row per run/method, headline metrics with 95% CIs."""
-    cols = [c for c in HEADLINE if any(f"{prefix}/{c}" in r for r in rows.values())]
-    out = ["| run | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+def metric_info(results: dict) -> dict[str, dict]:
+    """A results.json's `metric_info` (bjexp.eval.registry: description, direction, headline, ...). Results written
+    before the registry have none: their one-level `test/<name>` keys count as headlines of unknown direction."""
+    if results.get("metric_info"):
+        return results["metric_info"]
+    names = dict.fromkeys(k.split("/")[1] for k in results.get("metrics", {}) if k.count("/") == 1)
+    return {n: {"description": "", "direction": None, "headline": True, "bootstrap": None, "unit": ""} for n in names}
+
+
+def merged_info(infos: list[dict[str, dict]]) -> dict[str, dict]:
+    """One metric_info over several runs (a sweep): first description wins, order of first appearance."""
+    out: dict[str, dict] = {}
+    for info in infos:
+        for name, meta in info.items():
+            out.setdefault(name, meta)
+    return out
+
+
+def headline(info: dict[str, dict]) -> list[str]:
+    return [n for n, m in info.items() if m.get("headline")]
+
+
+def column(name: str, info: dict[str, dict]) -> str:
+    """Column title: the name with its direction (↑ higher is better, ↓ lower) and unit."""
+    m = info.get(name, {})
+    unit = f" ({m['unit']})" if m.get("unit") else ""
+    return f"{name}{unit} {ARROW.get(m.get('direction'), '')}".rstrip()
+
+
+def metrics_table(rows: dict[str, dict], info: dict[str, dict], prefix: str = "test") -> str:
+    """Markdown table: one row per run/method, the headline metrics (from metric_info) with 95% CIs."""
+    cols = [c for c in headline(info) if any(f"{prefix}/{c}" in r for r in rows.values())]
+    out = ["| run | " + " | ".join(column(c, info) for c in cols) + " |", "|---|" + "---|" * len(cols)]
     for name, r in rows.items():
         out.append(f"| {name} | " + " | ".join(fmt(r.get(f"{prefix}/{c}")) for c in cols) + " |")
     return "\n".join(out)
 
 
+def legend(info: dict[str, dict], names: list[str] | None = None) -> list[str]:
+    """One line per metric: what it is, which way is better, whether it has a CI."""
+    out = []
+    for n in names or list(info):
+        m = info.get(n, {})
+        how = {True: "patient-bootstrap 95% CI", False: "set-level, no CI"}.get(m.get("bootstrap"), "")
+        bits = ", ".join(x for x in (f"{m['direction']} is better" if m.get("direction") else "", how) if x)
+        out.append(f"- **{n}**: {m.get('description', '')}" + (f" ({bits})" if bits else ""))
+    return out
+
+
+def sub_tables(m: dict, info: dict[str, dict]) -> list[str]:
+    """Per metric with sub-keys (`name/<sub>`, e.g. per finding or structure): subs x sides."""
+    out = []
+    for name in info:
+        subs = list(dict.fromkeys(k.split("/", 2)[2] for k in m if k.count("/") == 2 and k.split("/")[1] == name))
+        if not subs:
+            continue
+        sides = [s for s in SIDES if any(f"{s}/{name}/{x}" in m for x in subs)]
+        out += ["", f"**{name}/…**: {info[name].get('description', '')}", "",
+                "| | " + " | ".join(sides) + " |", "|---|" + "---|" * len(sides)]
+        out += [f"| {x} | " + " | ".join(fmt(m.get(f"{s}/{name}/{x}")) for s in sides) + " |" for x in subs]
+    return out
+
+
 def write_run_report(run_dir: Path, results: dict) -> Path:
-    m = results["metrics"]
+    m, info = results["metrics"], metric_info(results)
     body = ["# Run report", "", f"Run directory: `{run_dir}`", "",
-            "Metrics with patient-level bootstrap 95% CIs. `test` = generated follow-ups; `ceiling` = the real "
-            "current images; `floor` = the priors (what the identity baseline scores).", ""]
+            "Headline metrics; patient-level bootstrap 95% CIs where the metric has one. `test` = generated "
+            "follow-ups; `ceiling` = the real current images; `floor` = the priors (what the identity baseline "
+            "scores).", ""]
     body += [metrics_table({p: {k.replace(p, "test", 1): v for k, v in m.items() if k.startswith(p + "/")}
-                            for p in ("test", "ceiling", "floor")})]
-    per = sorted(k for k in m if k.startswith("test/pathology_auroc_changed/"))
-    if per:
-        body += ["", "Per finding (generated images): AUROC over all test pairs / over pairs where the finding changed", "",
-                 "| finding | AUROC | AUROC (changed) | n changed |", "|---|---|---|---|"]
-        for k in per:
-            f = k.rsplit("/", 1)[1]
-            body.append(f"| {f} | {fmt(m.get(f'test/pathology_auroc/{f}'))} | {fmt(m[k])} | "
-                        f"{results['counts'].get(f'test/n_changed/{f}', '')} |")
+                            for p in SIDES}, info)]
+    body += ["", "Metrics:", *legend(info)]
+    body += sub_tables(m, info)
+    c = results.get("counts", {})
+    if c:
+        changed = ", ".join(f"{k.rsplit('/', 1)[1]} {v}" for k, v in c.items() if k.startswith("test/n_changed/"))
+        body += ["", f"Test pairs: {c.get('test/n_pairs', '?')} from {c.get('test/n_patients', '?')} patients"
+                 + (f"; pairs whose label changed: {changed}" if changed else "") + "."]
     if results.get("notes"):
         body += ["", "Notes:", *[f"- {n}" for n in results["notes"]]]
     body += ["", "![grid](grid.png)", ""]

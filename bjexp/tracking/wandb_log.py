@@ -57,15 +57,23 @@ def may_upload_images(cfg: DictConfig) -> bool:
 
 
 def log_results(loggers: list, results: dict, grid: Path | None) -> None:
+    """Metrics with their CI bounds; on W&B also each metric's metadata (results.json `metric_info`: description,
+    direction, headline, bootstrap) and the headline list in the run's config."""
+    from bjexp.tracking.report import headline, metric_info
+
+    info = metric_info(results)
     flat = {}
     for k, v in results["metrics"].items():
         flat[k] = v["value"]
         flat[f"{k}/ci_lo"], flat[f"{k}/ci_hi"] = v["lo"], v["hi"]
     for lg in loggers:
+        run = lg.experiment if hasattr(lg, "experiment") and hasattr(lg.experiment, "summary") else None  # W&B
+        if run is not None:  # what each key means (direction, headline, CI or not), for panels and reports built later
+            run.config.update({"metric_info": info, "headline_metrics": headline(info)}, allow_val_change=True)
         lg.log_metrics(flat)
         if grid is not None and hasattr(lg, "log_image"):
             lg.log_image(key="test/grid", images=[str(grid)])
-        if hasattr(lg, "experiment") and hasattr(lg.experiment, "summary"):
-            lg.experiment.summary.update(flat)
-            lg.experiment.finish()  # a multirun job in the same process starts a fresh W&B run
+        if run is not None:
+            run.summary.update(flat)
+            run.finish()  # a multirun job in the same process starts a fresh W&B run
         lg.finalize("success")

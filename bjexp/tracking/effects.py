@@ -1,0 +1,164 @@
+"""Main effects and two-way interactions of a factorial sweep (the paper's Table 2), with 95% CIs.
+
+Factors are the config groups that take exactly two options across the sweep's runs and are fully crossed (every
+combination has a run); the seed is the replicate. For a headline metric `m` with per-cell mean `m(cell)` (over
+the cell's seeds):
+- main effect of F = mean over the cells at F's other level - mean over the cells at F's reference level;
+- interaction F x G = (effect of G at F's other level) - (effect of G at F's reference level),
+  each mean over the remaining factors.
+
+CI: percentile bootstrap over test patients and seeds. Every run of the sweep is scored on the same pairs with the
+same `eval.bootstrap_seed`, so resample i is the same patients in every run (`<run>/bootstrap.npz`); each effect
+draw takes resample i of every run and, per cell, a resample of its seeds. Without aligned draws (older runs, or
+runs evaluated with their own seeds) the effects come without CIs, and the report says how to get them.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bjexp.eval.draws import DRAWS, read_draws
+from bjexp.tracking.report import fmt, headline
+
+SEED_RESAMPLING_SEED = 0
+
+
+def factors_of(runs: list[Any], baselines: dict[str, str]) -> dict[str, tuple[str, str]] | None:
+    """{group: (reference level, other level)} when the runs form a full two-level factorial (seed = replicate)."""
+    from bjexp.tracking.report import SPECIALIZING
+
+    groups = sorted({g for r in runs for g in r.choices if g != "seed" and g not in SPECIALIZING})
+    levels = {g: sorted({str(r.choices.get(g)) for r in runs}) for g in groups}
+    varying = {g: lv for g, lv in levels.items() if len(lv) > 1}
+    if not varying or any(len(lv) != 2 for lv in varying.values()):
+        return None
+    cells = {tuple(str(r.choices.get(g)) for g in varying) for r in runs}
+    if len(cells) != 2 ** len(varying):
+        return None
+    out = {}
+    for g, lv in varying.items():
+        ref = baselines.get(g) if baselines.get(g) in lv else lv[0]
+        out[g] = (ref, next(x for x in lv if x != ref))
+    return out
+
+
+def _aligned_draws(runs: list[Any]) -> tuple[list[dict] | None, str]:
+    metas = [r.results.get("bootstrap") for r in runs]
+    paths = [Path(r.dir) / DRAWS for r in runs]
+    if any(m is None for m in metas) or not all(p.is_file() for p in paths):
+        return None, "some runs have no bootstrap draws (evaluated before bootstrap.npz existed)"
+    keys = {json.dumps(m, sort_keys=True) for m in metas}
+    if len(keys) > 1:
+        return None, ("the runs were not scored with the same bootstrap resamples (same pairs and one "
+                      "eval.bootstrap_seed)")
+    return [read_draws(p) for p in paths], ""
+
+
+def sweep_effects(runs: list[Any], info: dict[str, dict], baselines: dict[str, str], prefix: str = "test",
+                  n_resamples: int | None = None) -> pd.DataFrame | None:
+    """One row per (effect, metric): value, lo, hi, n_valid; None when the sweep is not a two-level factorial.
+    `runs`: objects with .choices, .results (results.json) and .dir (bjexp.report.Run)."""
+    factors = factors_of(runs, baselines)
+    if factors is None:
+        return None
+    names = [n for n in headline(info) if info[n].get("bootstrap") is not False]
+    keys = [f"{prefix}/{n}" for n in names if all(f"{prefix}/{n}" in r.results["metrics"] for r in runs)]
+    draws, why = _aligned_draws(runs)
+    fs = list(factors)
+    cell_of = [tuple(str(r.choices.get(g)) for g in fs) for r in runs]
+    cells = sorted(set(cell_of))
+    members = [[i for i, c in enumerate(cell_of) if c == cell] for cell in cells]
+    contrasts = _contrasts(factors, cells)
+    rng = np.random.default_rng(SEED_RESAMPLING_SEED)
+    rows = []
+    for key in keys:
+        point = np.array([r.results["metrics"][key]["value"] for r in runs], float)
+        cell_point = np.array([point[m].mean() for m in members])
+        samples = None
+        if draws is not None:
+            d = np.stack([np.asarray(x.get(key, np.full(len(next(iter(x.values()))), np.nan)), float) for x in draws])
+            n = d.shape[1] if n_resamples is None else min(n_resamples, d.shape[1])
+            # per cell and resample: the mean of a resample (with replacement) of its seeds' draws
+            picks = [rng.integers(0, len(m), size=(n, len(m))) for m in members]
+            samples = np.stack([d[np.asarray(m)][p, np.arange(n)[:, None]].mean(1) for m, p in zip(members, picks)])
+        for label, kind, w in contrasts:
+            value = float(w @ cell_point)
+            lo = hi = math.nan
+            valid = 0
+            if samples is not None:
+                eff = w @ samples
+                eff = eff[~np.isnan(eff)]
+                valid = int(eff.size)
+                if valid >= 0.5 * samples.shape[1]:
+                    lo, hi = (float(x) for x in np.quantile(eff, [0.025, 0.975]))
+            rows.append({"effect": label, "kind": kind, "metric": key.split("/", 1)[1], "value": value, "lo": lo,
+                         "hi": hi, "n_valid": valid, "seeds_per_cell": min(len(m) for m in members)})
+    out = pd.DataFrame(rows)
+    out.attrs["note"] = why
+    out.attrs["factors"] = factors
+    return out
+
+
+def _contrasts(factors: dict[str, tuple[str, str]], cells: list[tuple]) -> list[tuple[str, str, np.ndarray]]:
+    """(label, kind, weights over cells) for every main effect and every two-way interaction."""
+    fs = list(factors)
+    sign = np.array([[1.0 if c[i] == factors[f][1] else -1.0 for i, f in enumerate(fs)] for c in cells])
+    half = len(cells) / 2
+    out = []
+    for i, f in enumerate(fs):
+        ref, other = factors[f]
+        out.append((f"{f}: {other} - {ref}", "main", np.where(sign[:, i] > 0, 1 / half, -1 / half)))
+    for i, j in itertools.combinations(range(len(fs)), 2):
+        # (G effect at F=other) - (G effect at F=ref) = (++ - +-) - (-+ - --), averaged over the other factors
+        w = sign[:, i] * sign[:, j] * 4 / len(cells)
+        out.append((f"{fs[i]} x {fs[j]}", "interaction", w))
+    return out
+
+
+def explain(eff: pd.DataFrame) -> str:
+    f = eff.attrs.get("factors", {})
+    refs = ", ".join(f"{g}={ref}" for g, (ref, _) in f.items())
+    seeds = int(eff["seeds_per_cell"].min()) if len(eff) else 0
+    ci = ("95% CIs: percentile bootstrap over test patients (the same resamples in every run) and each cell's "
+          f"seeds ({seeds} per cell)." if not eff.attrs.get("note") else
+          f"No CIs: {eff.attrs['note']}; re-score every run with `python -m bjexp.evaluate run=<dir> "
+          "eval.bootstrap_seed=0`.")
+    return (f"Main effect = mean over the cells at the other level minus the reference level ({refs}), averaged over "
+            "the other factors and the seeds; A x B = (effect of B at A's other level) - (effect of B at A's "
+            f"reference level). {ci}")
+
+
+def _cell(row: pd.Series) -> dict:
+    return {"value": row["value"], "lo": row["lo"], "hi": row["hi"]}
+
+
+def markdown(eff: pd.DataFrame, info: dict[str, dict]) -> str:
+    metrics = list(dict.fromkeys(eff["metric"]))
+    out = ["| effect | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for label, g in eff.groupby("effect", sort=False):
+        by = {r["metric"]: r for _, r in g.iterrows()}
+        out.append(f"| {label} | " + " | ".join(_signed(by[m]) for m in metrics) + " |")
+    return "\n".join(out)
+
+
+def html_table(eff: pd.DataFrame, info: dict[str, dict]) -> str:
+    import html
+
+    metrics = list(dict.fromkeys(eff["metric"]))
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["effect", *metrics])
+    body = ""
+    for label, g in eff.groupby("effect", sort=False):
+        by = {r["metric"]: r for _, r in g.iterrows()}
+        body += f"<tr><td>{html.escape(label)}</td>" + "".join(f"<td>{_signed(by[m])}</td>" for m in metrics) + "</tr>"
+    return f"<table border=1 cellpadding=4><tr>{head}</tr>{body}</table>"
+
+
+def _signed(row: pd.Series) -> str:
+    s = fmt(_cell(row))
+    return s if s.startswith("-") or s == "–" else "+" + s
