@@ -16,8 +16,8 @@ out; we quote the median interval after the first `--warmup` steps. Sides:
 - minimal: the same module, data loader and optimizer in a bare Python loop (what the Lightning loop costs);
 - diffusers: the script as published with `--use_ema --conditioning_dropout_prob 0.05 --report_to wandb`
   (offline), the VAE and text encoder running every step as the script does.
-Threads: bjexp via `trainer.threads`, the others via torch.set_num_threads; the same OMP_WAIT_POLICY (bjexp's
-default, PASSIVE) for all. Writes benchmarks/results/vs_diffusers.{md,json}: per pair of runs the ratio of the
+Threads: bjexp via `trainer.threads`, the others via torch.set_num_threads; the same OMP_WAIT_POLICY
+(PASSIVE: this benchmark ran on a shared machine) for all. Writes benchmarks/results/vs_diffusers.{md,json}: per pair of runs the ratio of the
 diffusers step to the bjexp step, and the medians of those ratios.
 """
 from __future__ import annotations

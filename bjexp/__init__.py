@@ -1,7 +1,4 @@
 """bjexp: BiomedJourney experiments."""
-import os
-
-# OpenMP threads that find no work sleep instead of spinning, unless the environment chose a policy. libgomp reads
-# this once, when torch loads it, hence here. On a CPU shared with another job, spinning threads made a training
-# step several times slower (benchmarks/results/threads.md). Thread counts: bjexp/threads.py.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy is left to libgomp (or the user's OMP_WAIT_POLICY): on an idle 2-core machine PASSIVE made
+# the default training step 2.4x slower than the default policy (benchmarks/results/wait_policy.md). Thread counts:
+# bjexp/threads.py.
