@@ -1,6 +1,7 @@
-"""The miniature world's science holds on a smaller, fast variant of it: the default configuration, trained briefly,
-still follows the text where a finding changes and keeps the patient — and a model that ignores the text, or
-ignores the prior, fails the same lines. Not a timed test: it asserts metrics, with CIs, against fixed lines."""
+"""The miniature world's science on a smaller, faster variant of it (a third of the patients, short pretraining and
+a short fit; every stage of the default job runs, with the default model): BiomedJourney follows the text where a
+finding changes and keeps the patient — and the same lines fail for a model that ignores the prior (text-only) or
+ignores the text (identity). Not a timed test: it asserts metrics, with their CIs, against fixed lines."""
 from __future__ import annotations
 
 import json
@@ -12,11 +13,12 @@ import pytest
 
 from conftest import REPO
 
-# A fifth of the world, short pretraining and a short fit; every stage of the default job runs.
+pytestmark = pytest.mark.slow  # three short trainings: `make test-all`
+
 FAST_WORLD = [
-    "data.n_patients=300", "data.classifier_images=1500", "eval.classifier.steps=400", "model.vae.train_steps=250",
-    "encoder.tiny.pretrain_steps=60", "trainer.max_steps=500", "trainer.val_check_interval=250",
-    "trainer.checkpoint_every_n_steps=250", "sampler.steps=12", "eval.n_bootstrap=300", "logger=none",
+    "data.n_patients=300", "data.classifier_images=2000", "eval.classifier.steps=500", "model.vae.train_steps=250",
+    "encoder.tiny.pretrain_steps=80", "trainer.max_steps=600", "trainer.val_check_interval=300",
+    "trainer.checkpoint_every_n_steps=300", "eval.n_bootstrap=300", "logger=none",
 ]
 
 
@@ -31,27 +33,28 @@ def _train(tmp_path, cache, extra=()):
 
 @pytest.fixture(scope="module")
 def science_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("science-cache")
+    return tmp_path_factory.mktemp("science-cache")  # the three runs share the world, VAE, encoder, classifier
 
 
 def test_default_method_follows_the_text_and_keeps_the_patient(tmp_path, science_cache):
     m = _train(tmp_path, science_cache)
     eff = m["test/pathology_auroc_changed/Effusion"]
     # Where the text says an effusion appeared or resolved, the generated image shows it (copying the prior scores
-    # ~0 here, ignoring the text ~0.5).
-    assert eff["value"] >= 0.8 and eff["lo"] > 0.6, eff
+    # ~0 here, a generator that ignores the text ~0.5).
+    assert eff["value"] >= 0.75 and eff["lo"] > 0.6, eff
     assert m["test/pathology_auroc_changed"]["lo"] > 0.5, m["test/pathology_auroc_changed"]
-    # The patient is kept: race-like class and sex read off the generated image, far above chance.
+    # The patient is kept: the race-like class and sex read off the generated image, far above chance.
     assert m["test/race_auroc"]["lo"] > 0.75, m["test/race_auroc"]
     assert m["test/sex_accuracy"]["lo"] > 0.6, m["test/sex_accuracy"]
 
 
 def test_the_same_lines_fail_for_a_model_that_ignores_the_prior(tmp_path, science_cache):
-    """The test can fail: a text-only generator (the RoentGen-style arm) draws a random patient."""
+    """A text-only generator (the RoentGen-style arm) draws some patient, not this one."""
     m = _train(tmp_path, science_cache, ["method=roentgen"])
-    assert m["test/race_auroc"]["lo"] <= 0.75 or m["test/sex_accuracy"]["lo"] <= 0.6, m["test/race_auroc"]
+    assert m["test/race_auroc"]["lo"] <= 0.75 or m["test/sex_accuracy"]["lo"] <= 0.6, (m["test/race_auroc"],
+                                                                                        m["test/sex_accuracy"])
 
 
 def test_the_same_lines_fail_for_a_model_that_copies_the_prior(tmp_path, science_cache):
     m = _train(tmp_path, science_cache, ["method=identity"])
-    assert m["test/pathology_auroc_changed/Effusion"]["value"] < 0.2
+    assert m["test/pathology_auroc_changed/Effusion"]["value"] < 0.2, m["test/pathology_auroc_changed/Effusion"]
