@@ -59,7 +59,7 @@ def test_templates_are_the_describers_wording_and_difference_map_colours():
     out = prior.copy()
     out[0, 0], out[1, 1] = 228, 0
     d = difference_map(prior, out)
-    assert d.shape == (4, 4, 3) and d[0, 0, 0] > d[0, 0, 2] + 100 and d[1, 1, 2] > d[1, 1, 0] + 100
+    assert d.shape == (4, 4, 3) and d[0, 0, 0] > d[0, 0, 2] + 50 and d[1, 1, 2] > d[1, 1, 0] + 50  # RdBu_r ends dark
     assert np.abs(d[2, 2].astype(int) - d[2, 2].mean()).max() < 10  # no change: near white/grey
 
 
@@ -143,7 +143,10 @@ def test_demo_api_generates_the_runs_own_sample_and_refuses_an_empty_instruction
         client.predict(label, None, "  ", 7.5, 1.5, 2, 0, False, s["name"], api_name="/generate")
     info = client.view_api(print_info=False, return_format="dict")
     assert {"/generate", "/pick_pair", "/upload_prior", "/use_template"} <= set(info["named_endpoints"])
-    assert "Traceback" not in log.read_text()
+    # gradio's queue prints the traceback of each gr.Error it turns into a UI message (the empty instructions
+    # above); any other traceback is a failure.
+    text = log.read_text()
+    assert text.count("Traceback") == text.count('gradio.exceptions.Error: "empty instruction'), text[-3000:]
 
 
 def test_demo_page_in_chromium(demo, tmp_path):

@@ -77,7 +77,7 @@ def test_synthetic_segmenter_learns_the_phantom_anatomy(tmp_path):
 
     world = tmp_path / "world"
     world.mkdir()
-    generate(OmegaConf.structured(SyntheticDataConfig(n_patients=2, classifier_images=400)), world, tmp_path)
+    generate(OmegaConf.structured(SyntheticDataConfig(n_patients=12, classifier_images=400)), world, tmp_path)
     seg = load_synthetic(train_synthetic(world / "classifier.npz", tmp_path / "cache", steps=120))
     z = np.load(world / "classifier.npz")
     target = anatomy_targets(z["masks"])
@@ -92,7 +92,7 @@ def test_chestx_det_missing_weights_name_the_path_and_the_fetch_command(tmp_path
     from bjexp.assets import MissingWeightsError
     from bjexp.eval.segmenter import ChestXDetSegmenter
 
-    with pytest.raises(MissingWeightsError, match=r"pspnet_chestxray_best_model_4\.pth[\s\S]*bjexp.assets fetch"):
+    with pytest.raises(MissingWeightsError, match=r"pspnet_chestxray_best_model_4\.pth[\s\S]*bjexp.assets (--dir \S+ )?fetch chestx_det"):
         ChestXDetSegmenter(tmp_path / "xrv")
     with pytest.raises(MissingWeightsError, match=str(tmp_path / "mine.pth")):
         ChestXDetSegmenter(tmp_path / "mine.pth")

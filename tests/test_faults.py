@@ -463,7 +463,7 @@ def assert_one_message(p: subprocess.CompletedProcess, *needles: str) -> None:
 
 
 @pytest.mark.parametrize("stage,overrides,needles", [
-    ("train", [*(o for o in TINY if not o.startswith("eval.classifier")), "eval=real", "paths.assets_dir=/nonexistent"],
+    ("train", [*(o for o in TINY if not o.startswith(("eval.classifier", "eval.segmenter"))), "eval=real", "paths.assets_dir=/nonexistent"],
      ["missing weights: densenet121-res224-chex", "/nonexistent/xrv", "python -m bjexp.assets --dir /nonexistent fetch race"]),
     ("train", [*TINY, "sampler.scheduler=EulerAncestralDiscreteSchedulr"],
      ["sampler.scheduler='EulerAncestralDiscreteSchedulr' is not a diffusers scheduler"]),
