@@ -109,10 +109,9 @@ def run(cfg: DictConfig) -> Path:
     cfg = run_config(cfg)  # run=<dir>: that run's own config
     run_dir = Path(cfg.run or cfg.paths.run_dir)
     method = build_method(cfg)
-    method.check(cfg)
     if method.trains:
         checkpoints.require_last(run_dir)  # before data and models
-    data = load_data(cfg)
+    data = load_data(cfg)  # its preflight checks the method (weights, options) before any data work
     module = method.restore(cfg, data, run_dir)
     return generate(cfg, data, method.generator(cfg, data, module), run_dir, getattr(method, "prompt", "text"))
 

@@ -44,8 +44,7 @@ def run(cfg: DictConfig) -> dict:
     from bjexp.workflow import fit, load_data
 
     run_dir = Path(cfg.paths.run_dir)
-    method = build_method(cfg)  # an unknown method class or a missing weight fails here, before any data work
-    method.check(cfg)
+    method = build_method(cfg)  # an unknown method class fails here; load_data's preflight checks it before data
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     clock = Stopwatch()
     with clock("data"):

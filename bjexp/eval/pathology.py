@@ -44,16 +44,12 @@ class PathologyAUROC(_PerFinding):
         return stats.auroc(p, y)
 
 
-class PathologyAUROCChanged(_PerFinding):
+class PathologyAUROCChanged(PathologyAUROC):
     name = "pathology_auroc_changed"
     description = "pathology AUROC on the pairs whose label changed (where copying the prior cannot succeed)"
-    headline = True
 
     def rows_of(self, ctx, finding, rows):
         return ctx.changed(finding)[rows]
-
-    def value(self, p, y, threshold):
-        return stats.auroc(p, y)
 
 
 class PathologyAccuracy(_PerFinding):
