@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -97,7 +98,6 @@ def sweep(tmp_path):
     return root
 
 
-@pytest.mark.xfail(reason="fails since the metrics/reports merge (the page holds 4 images, not >= 5; the W&B markdown block lacks the ceiling row): open in issue 15", strict=False)
 def test_sweep_page_holds_tables_plots_images_and_config(sweep):
     out = report.write(sweep)
     page = out["html"].read_text()
@@ -110,7 +110,10 @@ def test_sweep_page_holds_tables_plots_images_and_config(sweep):
     assert "8 test pairs from 8 patients" in page  # report.grid_pairs=8: one pair per patient, changed first
     assert "<code>method.name</code>" in page and "<code>sampler.steps</code>" in page  # config differences
     assert "0123456789 (dirty)" in page and "hash-identity" in page and "identity note" in page
-    assert page.count("src='data:image/png;base64,") >= 5  # metrics, loss, axis, strip (+ ...)
+    # One sweep axis: the metrics plot, the loss curves, that axis's plot and the image strip, each inlined.
+    alts = re.findall(r"<img class=\w+ alt='([^']*)' src='data:image/png;base64,", page)
+    assert alts == ["metrics with ceiling and floor", "training and validation loss", "metrics against method",
+                    "image strips"]
     md = out["markdown"].read_text()
     assert "report.html" in md and "method=identity" in md
 
@@ -156,7 +159,6 @@ def test_single_run_report_is_never_thinner(tmp_path):
     assert (run / "report.html").is_file() and "bjexp run report" in (run / "report.html").read_text()
 
 
-@pytest.mark.xfail(reason="fails since the metrics/reports merge (the page holds 4 images, not >= 5; the W&B markdown block lacks the ceiling row): open in issue 15", strict=False)
 def test_wandb_report_spec_offline(sweep, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     rcfg = OmegaConf.create({"grid_pairs": 8, "wandb": True, "wandb_project": "bjexp-test", "wandb_entity": "lab"})
@@ -181,7 +183,9 @@ def test_wandb_report_spec_offline(sweep, monkeypatch):
     assert accessors[0] == "config:run_info.value.choices.method"  # an ablation group as config, not summary
     assert "summary:test/cmig" in accessors and not any(a.startswith("summary:") for a in accessors[:1])
     assert "Media Browser" in kinds
-    assert any(b["type"] == "markdown" and "80.000 [77.000, 83.000]" in json.dumps(b) for b in blocks)
+    table = next(b["content"] for b in blocks if b["type"] == "markdown-block")  # the metrics table, with references
+    assert "| method=identity | 0.680 [0.630, 0.730] |" in table and "| ceiling (real current) | 0.900 [0.850, 0.950] |" in table
+    assert "| floor (prior = identity) | 0.550 [0.500, 0.600] |" in table
 
 
 def test_no_mimic_images_to_wandb_unless_asked(tmp_path, monkeypatch):
