@@ -45,9 +45,18 @@ def train_images(data) -> np.ndarray:
     return data.tables.images[idx[idx >= 0]].numpy()
 
 
-def evaluate(cfg: DictConfig, data, run_dir: Path) -> dict:
+def run_generator(cfg: DictConfig, data, run_dir: Path):
+    """A finished run's generator (its method, with the trained module from the last checkpoint when it trains)."""
+    from bjexp.methods import build_method
+
+    method = build_method(cfg)
+    return method.generator(cfg, data, method.restore(cfg, data, run_dir) if method.trains else None)
+
+
+def evaluate(cfg: DictConfig, data, run_dir: Path, generator=None) -> dict:
     """Score the run's samples against the manifest's test rows (priors and currents from the in-memory tables of
-    `data`, a workflow.Data); writes results.json, grid.png, report.md."""
+    `data`, a workflow.Data); writes results.json, grid.png, report.md. `generator`: the run's (for the
+    consistency probes, eval.probes); None = rebuilt from the run's checkpoint if a probe needs it."""
     run_dir = Path(run_dir)
     df = data.df
     rows = test_rows(df, cfg.eval.max_pairs)
@@ -63,13 +72,42 @@ def evaluate(cfg: DictConfig, data, run_dir: Path) -> dict:
     prior, cur = (data.tables.images[data.index[k][rows]].numpy() for k in ("prior", "current"))
     seed = cfg.seed if cfg.eval.get("bootstrap_seed") is None else cfg.eval.bootstrap_seed
     results = suite.score_all(cfg.eval, lambda: build_predictor(cfg), sub, generated=gen, current=cur, prior=prior,
-                              seed=seed, run_cfg=cfg, providers={"train_images": lambda: train_images(data)})
+                              seed=seed, run_cfg=cfg, providers={"train_images": lambda: train_images(data),
+                                         "pipeline": lambda: generator or run_generator(cfg, data, run_dir)})
     results["n_bootstrap"] = cfg.eval.n_bootstrap
     write_draws(run_dir / DRAWS, results.pop("draws"))
     write_json(run_dir / "results.json", results)
     write_pair_grid(run_dir, sub, prior, gen, cur, cfg.eval.grid_pairs, list(cfg.eval.findings))
+    write_probe_figures(run_dir, results, sub, gen, cur, lambda: train_images(data))
     write_run_report(run_dir, results)
     return results
+
+
+def write_probe_figures(run_dir: Path, results: dict, sub, gen, cur, bank) -> None:
+    """memorization.png (the closest pairs of the memorization audit: generated | its nearest training image |
+    real current) and guidance.png (the guidance-curve probe), when those metrics ran; stale ones are removed."""
+    from types import SimpleNamespace
+
+    from bjexp.io import atomic_write
+    from bjexp.tracking.study import guidance_plot
+
+    close = results.get("details", {}).get("memorization", {}).get("closest")
+    path = run_dir / "memorization.png"
+    if close:
+        rows = [int(np.flatnonzero(sub["pair_id"].to_numpy() == c["pair_id"])[0]) for c in close]
+        train = bank()[[c["train_index"] for c in close]]
+        write_grid(path, {"generated": gen[rows], "nearest training image": train, "real current": cur[rows]},
+                   [f"distance {c['distance']:.0f} (the real current's nearest: {c['real_current_distance']:.0f})"
+                    for c in close], sub["patient_id"].iloc[rows].tolist())
+    else:
+        path.unlink(missing_ok=True)
+    png = guidance_plot([SimpleNamespace(label=run_dir.name, metrics=results["metrics"])])
+    path = run_dir / "guidance.png"
+    if png:
+        with atomic_write(path) as f:
+            f.write(png)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def write_pair_grid(run_dir: Path, sub, prior, gen, cur, n: int, findings) -> Path:

@@ -61,10 +61,11 @@ def run(cfg: DictConfig) -> dict:
             return {}
     if not is_rank_zero():
         return {}
+    generator = method.generator(cfg, data, module)
     with clock("sample"):
-        sample.generate(cfg, data, method.generator(cfg, data, module), run_dir, getattr(method, "prompt", "text"))
-    with clock("evaluate"):  # includes one-off training of the miniature world's classifier
-        results = evaluate.evaluate(cfg, data, run_dir)
+        sample.generate(cfg, data, generator, run_dir, getattr(method, "prompt", "text"))
+    with clock("evaluate"):  # includes one-off training of the miniature world's classifier, and the probes
+        results = evaluate.evaluate(cfg, data, run_dir, generator)
     results["timings_s"] = clock.laps
     write_json(run_dir / "results.json", results)
     log_results(loggers, results, run_dir / "grid.png" if may_upload_images(cfg) else None)

@@ -12,7 +12,7 @@ from bjexp.eval.locality import EditLocality, world_regions
 REGION = np.array([[[True, False, False, False]], [[False, False, True, True]]])
 
 
-def given_regions(run_cfg, df, size):
+def given_regions(ctx):
     return REGION
 
 
@@ -41,6 +41,22 @@ def test_a_generator_that_returns_its_input_leaks_nothing():
     m = _evaluate(prior.copy(), prior, current=255 - prior)
     assert m["test/edit_locality"]["value"] == 0.0 and m["test/edit_locality/inside"]["value"] == 0.0
     assert m["ceiling/edit_locality"]["value"] > 0 and "floor/edit_locality" not in m
+
+
+def test_ssim_inside_and_outside():
+    """An edit confined to the region: SSIM outside stays 1 away from its border, inside falls; identity is 1/1."""
+    rng = np.random.default_rng(1)
+    prior = rng.integers(60, 200, (2, 48, 48)).astype(np.uint8)
+    region = np.zeros((2, 48, 48), bool)
+    region[:, 8:24, 8:24] = True
+    gen = prior.copy()
+    gen[region] = 255 - gen[region]
+    from bjexp.eval.locality import ssim_in_out
+
+    ident = ssim_in_out(prior, prior, region)
+    assert np.allclose(ident, 1.0)
+    inside, outside = ssim_in_out(gen, prior, region).mean(0)
+    assert inside < 0.2 and outside > 0.8  # the 11 x 11 window only blurs the border
 
 
 def test_no_regions_configured_means_no_locality_keys():
@@ -75,3 +91,32 @@ def test_world_regions_are_where_the_real_follow_up_changes(tmp_path):
     current = np.stack([read_grey(tmp_path / p, size) for p in df["current_path"]])
     inside, outside = np.nanmean(l1_in_out(current[changed], prior[changed], region[changed]), axis=0)
     assert inside > 3 * outside
+
+
+def test_segmented_regions_follow_the_texts_side_and_zone():
+    """The real world's approximation: a prior segmented into a left lung (image columns 40..59, rows 10..40), a
+    right lung (columns 4..23) and a heart; the region of each changed finding is the named side, zone or heart."""
+    from bjexp.eval.locality import segmented
+
+    masks = np.zeros((1, 3, 64, 64), bool)  # STRUCTURES: left lung, right lung, heart
+    masks[0, 0, 10:40, 40:60] = masks[0, 1, 10:40, 4:24] = True
+    masks[0, 2, 30:50, 26:40] = True
+    masks = np.repeat(masks, 4, axis=0)
+    df = pd.DataFrame({"patient_id": list("abcd"), "text": [
+        "new small left pleural effusion", "resolved right upper lobe consolidation", "worsening cardiomegaly, now large",
+        "no acute cardiopulmonary process, unchanged"],
+        "prior_Effusion": [0, 0, 0, 0], "current_Effusion": [1, 0, 0, 0],
+        "prior_Consolidation": [0, 1, 0, 0], "current_Consolidation": [0, 0, 0, 0],
+        "prior_Cardiomegaly": [0, 0, 0, 1], "current_Cardiomegaly": [0, 0, 1, 1]})
+    img = np.zeros((4, 64, 64), np.uint8)
+    ctx = registry.EvalContext(df, images={"test": img, "floor": img, "ceiling": img}, n_bootstrap=0,
+                               findings=["Effusion", "Consolidation", "Cardiomegaly"])
+    ctx.memo(("segmentation", "floor"), lambda: masks)
+    r = segmented(ctx)
+    left_lower = np.zeros((64, 64), bool)
+    left_lower[30:40, 40:60] = True  # the lower third of rows 10..40 (effusions layer at the bases)
+    assert (r[0] == left_lower).all()
+    right_upper = np.zeros((64, 64), bool)
+    right_upper[10:20, 4:24] = True
+    assert (r[1] == right_upper).all()
+    assert (r[2] == masks[0, 2]).all() and not r[3].any()  # the heart; no changed finding: no region

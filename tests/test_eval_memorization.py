@@ -41,3 +41,32 @@ def test_a_generator_that_returns_a_training_image_is_flagged():
     half = current.copy()
     half[:3] = bank[:3]
     assert _memorization(half, current, bank)["test/memorization"]["value"] == pytest.approx(0.5)
+
+
+class _MeanPoolFeatures:
+    """A stand-in classifier whose embedding is the 2 x 2 mean-pooled image (so features keep image identity)."""
+    name, version, findings = "pool", "1", ()
+
+    def predict(self, images):
+        from bjexp.eval.metrics import Predictions
+
+        x = np.asarray(images, np.float64)
+        n, h, w = x.shape
+        return Predictions(features=x.reshape(n, h // 2, 2, w // 2, 2).mean((2, 4)).reshape(n, -1))
+
+
+def test_feature_space_audit_and_the_closest_pairs():
+    rng = np.random.default_rng(2)
+    bank = rng.integers(0, 256, (20, 8, 8), dtype=np.uint8)
+    current = rng.integers(0, 256, (6, 8, 8), dtype=np.uint8)
+    gen = current.copy()
+    gen[4] = bank[7]  # pair 4 copies training image 7
+    df = pd.DataFrame({"patient_id": [f"p{i}" for i in range(6)], "pair_id": [f"q{i}" for i in range(6)]})
+    ctx = registry.EvalContext(df, images={"test": gen, "ceiling": current, "floor": current}, n_bootstrap=0,
+                               providers={"train_images": lambda: bank, "predictor": _MeanPoolFeatures})
+    out = registry.evaluate([Memorization(closest=2)], ctx, sides=["test"])
+    assert out["metrics"]["test/memorization/features"]["value"] == pytest.approx(1 / 6)
+    closest = out["details"]["memorization"]["closest"]
+    assert closest[0] == {"pair_id": "q4", "train_index": 7, "distance": 0.0,
+                          "real_current_distance": pytest.approx(nearest(current[4:5], bank)[0][0])}
+    assert len(closest) == 2 and closest[1]["distance"] > 0

@@ -153,16 +153,14 @@ def _require_file(path: Path) -> Path:
     return path
 
 
-def compute_fid(generated: np.ndarray, reference: np.ndarray, *, cache_root: str | Path,
-                extractors: tuple[str, ...] | list[str] = (INCEPTION_EXTRACTOR, XRV_EXTRACTOR),
-                xrv_weights: str = "densenet121-res224-chex", xrv_dir: str | Path = "~/.torchxrayvision/models_data",
-                inception_weights: str | Path = "", n: int | None = None, batch_size: int = 32,
-                device: str = "auto", verify_checksums: bool = True, prefix: str = "test",
-                verbose: bool = True) -> dict:
-    """FID of `generated` vs `reference` (uint8 grey (N,H,W), rows aligned) per extractor.
-
-    Returns {"metrics": {f"{prefix}/fid/<extractor>": value}, "policy": {...}} (policy = what makes it comparable).
-    """
+def extract_features(generated: np.ndarray, reference: np.ndarray, *, cache_root: str | Path,
+                     extractors: tuple[str, ...] | list[str] = (INCEPTION_EXTRACTOR, XRV_EXTRACTOR),
+                     xrv_weights: str = "densenet121-res224-chex", xrv_dir: str | Path = "~/.torchxrayvision/models_data",
+                     inception_weights: str | Path = "", n: int | None = None, batch_size: int = 32,
+                     device: str = "auto", verify_checksums: bool = True, verbose: bool = True) -> dict:
+    """The fidelity features of `generated` and `reference` (uint8 grey (N,H,W), rows aligned; first `n` rows)
+    per extractor, through torch-fidelity (reference side cached on disk): {"features": {extractor: (gen, ref)
+    float64 tensors}, "policy": {...}}. FID, KID and PRDC all read these (one pass over the images)."""
     from torch_fidelity.utils import create_feature_extractor, extract_featuresdict_from_input_id_cached
 
     register()
@@ -175,7 +173,7 @@ def compute_fid(generated: np.ndarray, reference: np.ndarray, *, cache_root: str
     generated, reference = generated[:n], reference[:n]
     ref_hash = images_hash(reference)
     cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    metrics, files = {}, {}
+    feats, files = {}, {}
     for ex in extractors:
         wpath = weights_file(ex, xrv_weights=xrv_weights, xrv_dir=xrv_dir, inception_weights=inception_weights,
                              verify=verify_checksums)
@@ -188,9 +186,32 @@ def compute_fid(generated: np.ndarray, reference: np.ndarray, *, cache_root: str
         layer = FEATURE_LAYER[ex]
         extractor = create_feature_extractor(ex, [layer], **kw)
         # torch-fidelity extracts both sides and caches the reference's features under input2_cache_name
-        f_gen, f_ref = (extract_featuresdict_from_input_id_cached(i, extractor, **kw)[layer] for i in (1, 2))
-        metrics[f"{prefix}/fid/{ex}"] = fid_from_features(f_gen, f_ref)
-    return {"metrics": metrics, "policy": policy(n, extractors, ref_hash, files, xrv_weights)}
+        feats[ex] = tuple(extract_featuresdict_from_input_id_cached(i, extractor, **kw)[layer].to(torch.float64)
+                          for i in (1, 2))
+    return {"features": feats, "policy": policy(n, extractors, ref_hash, files, xrv_weights)}
+
+
+def compute_fid(generated: np.ndarray, reference: np.ndarray, *, prefix: str = "test", **kw) -> dict:
+    """FID of `generated` vs `reference` per extractor (`kw` as extract_features).
+
+    Returns {"metrics": {f"{prefix}/fid/<extractor>": value}, "policy": {...}} (policy = what makes it comparable).
+    """
+    res = extract_features(generated, reference, **kw)
+    return {"metrics": {f"{prefix}/fid/{ex}": fid_from_features(*f) for ex, f in res["features"].items()},
+            "policy": res["policy"]}
+
+
+def side_features(ctx, side: str) -> dict:
+    """extract_features of a side's images vs the real currents, with `eval.fid_settings`, once per evaluation."""
+    def build():
+        cfg = ctx.cfg
+        s = cfg.fid_settings
+        return extract_features(ctx.side_images(side), ctx.side_images("ceiling"),
+                                cache_root=Path(str(cfg.cache_dir)) / "fid", extractors=list(s.extractors),
+                                xrv_weights=str(s.xrv_weights), xrv_dir=str(cfg.weights_dir),
+                                inception_weights=str(s.inception_weights), n=s.n, batch_size=int(s.batch_size),
+                                verify_checksums=bool(cfg.get("verify_checksums", True)))
+    return ctx.memo(("fidelity_features", side), build)
 
 
 def policy(n: int, extractors, ref_hash: str, files: dict, xrv_weights: str) -> dict:
@@ -222,15 +243,10 @@ class FID(Metric):
         self.policy: dict | None = None
 
     def compute(self, ctx, side, rows, done):
-        cfg = ctx.cfg
-        s = cfg.fid_settings
-        res = compute_fid(ctx.side_images(side), ctx.side_images("ceiling"), cache_root=Path(str(cfg.cache_dir)) / "fid",
-                          extractors=list(s.extractors), xrv_weights=str(s.xrv_weights), xrv_dir=str(cfg.weights_dir),
-                          inception_weights=str(s.inception_weights), n=s.n, batch_size=int(s.batch_size),
-                          verify_checksums=bool(cfg.get("verify_checksums", True)), prefix=side)
+        res = side_features(ctx, side)
         self.policy = res["policy"]
-        values = {k.split("/fid/", 1)[1]: v for k, v in res["metrics"].items()}
-        return {"": values[s.extractors[0]], **values}
+        values = {ex: fid_from_features(*f) for ex, f in res["features"].items()}
+        return {"": values[ctx.cfg.fid_settings.extractors[0]], **values}
 
     def notes(self, side, metrics):
         return ["FID has no bootstrap CI (set-level statistic, biased in N): compare equal details.fid.n only"] \

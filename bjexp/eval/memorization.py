@@ -1,12 +1,16 @@
-"""Memorization audit (issue 14), pixel space: is a scored image closer to some training image than the real
-current of its pair is to the current's own nearest training image?
+"""Memorization audit (issue 14): is a scored image closer to some training image than the real current of its
+pair is to the current's own nearest training image?
 
-Distances are Euclidean on grey levels in float64 (uint8 differences would wrap), each scored image against every
-training image (the run's training-split priors and currents, `ctx.get("train_images")`). Per pair:
-flagged = d(scored, its nearest training image) < d(real current, its nearest training image).
-`memorization` = the fraction flagged (lower is better), `memorization/nn_distance` = the mean nearest distance
-per pixel (RMS grey levels / 255). Sides `test` and `floor` (the priors: a generator that copies the prior scores
-this). Classifier-feature-space neighbours and the closest-pairs strip are not built yet.
+Two spaces, each scored image against every training image (the run's training-split priors and currents,
+`ctx.get("train_images")`), each compared with its own pair's real current:
+- pixels: Euclidean on grey levels in float64 (uint8 differences would wrap);
+- classifier features (`memorization/features`): Euclidean on the evaluation classifier's embedding
+  (`Predictions.features`; the training bank through the reference prediction cache).
+Per pair: flagged = d(scored, its nearest training image) < d(real current, its nearest training image).
+`memorization` = the fraction flagged in pixels (lower is better), `memorization/nn_distance` = the mean nearest
+pixel distance (RMS grey levels / 255). Sides `test` and `floor` (the priors: a patient's own earlier study is
+often in the training split's neighbourhood). `details.memorization.closest` = the test side's closest pairs
+(pixels), drawn by `bjexp.evaluate` as `memorization.png` (generated | nearest training image | real current).
 """
 from __future__ import annotations
 
@@ -36,6 +40,10 @@ class Memorization(Metric):
     headline = True
     sides = ("test", "floor")
 
+    def __init__(self, closest: int = 8, **kw):
+        super().__init__(**kw)
+        self.closest = int(closest)
+
     def compute(self, ctx, side, rows, done):
         if "train_images" not in ctx.providers:
             return {}
@@ -45,10 +53,36 @@ class Memorization(Metric):
         d_side, _ = ctx.memo(("nearest_train", side), lambda: nearest(ctx.side_images(side), bank))
         d_real, _ = ctx.memo(("nearest_train", "ceiling"), lambda: nearest(ctx.side_images("ceiling"), bank))
         n_px = bank[0].size
-        return {"": float((d_side[rows] < d_real[rows]).mean()),
-                "nn_distance": float((d_side[rows] / np.sqrt(n_px) / 255.0).mean())}
+        out = {"": float((d_side[rows] < d_real[rows]).mean()),
+               "nn_distance": float((d_side[rows] / np.sqrt(n_px) / 255.0).mean())}
+        if ctx.has_predictions(side) and "predictor" in ctx.providers:
+            f_side, f_real = (ctx.memo(("nearest_train_features", s), lambda s=s: self._feature_nn(ctx, s, bank))
+                              for s in (side, "ceiling"))
+            if f_side is not None and f_real is not None:
+                out["features"] = float((f_side[rows] < f_real[rows]).mean())
+        return out
+
+    @staticmethod
+    def _feature_nn(ctx, side, bank) -> np.ndarray | None:
+        from bjexp.eval.cache import cached_predict
+
+        feats = ctx.predictions(side).features
+        if feats is None:
+            return None
+        bank_f = ctx.memo("train_features", lambda: cached_predict(
+            ctx.get("predictor"), bank, ctx.cache_dir if ctx.cache_reference else None).features)
+        return nearest(np.asarray(feats, np.float64), np.asarray(bank_f, np.float64))[0]
 
     def details(self, ctx):
         if not ctx.built("train_images"):
             return None
-        return {"space": "pixels (float64 grey levels)", "n_train_images": int(len(ctx.get("train_images")))}
+        out = {"space": "pixels (float64 grey levels); features: the evaluation classifier's embedding",
+               "n_train_images": int(len(ctx.get("train_images")))}
+        if ctx.has_memo(("nearest_train", "test")):
+            d, idx = ctx.memo(("nearest_train", "test"), lambda: None)
+            d_real, _ = ctx.memo(("nearest_train", "ceiling"), lambda: None)
+            order = np.argsort(d)[: self.closest]
+            ids = ctx.df["pair_id"].astype(str).to_numpy() if "pair_id" in ctx.df else np.arange(len(d)).astype(str)
+            out["closest"] = [{"pair_id": ids[i], "train_index": int(idx[i]),
+                               "distance": float(d[i]), "real_current_distance": float(d_real[i])} for i in order]
+        return out

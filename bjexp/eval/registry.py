@@ -293,6 +293,8 @@ def _has_inputs(m: Metric, ctx: EvalContext, side: str) -> bool:
         return False
     if "images" in m.consumes and side not in ctx.images:
         return False
+    if "pipeline" in m.consumes and "pipeline" not in ctx.providers:
+        return False
     return True
 
 

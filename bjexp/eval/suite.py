@@ -104,7 +104,11 @@ def score_all(cfg_eval: Any, predictor: metrics.Predictor | Callable[[], metrics
             from bjexp.eval.fid import FID
 
             specs["fid"] = FID()
+    from bjexp.eval.probes import check_probes
+
     metric_list = registry.build_metrics(specs)
+    probes = check_probes(_get(cfg_eval, "probes"), metric_list)  # the consistency probes that run (eval.probes)
+    metric_list = [m for m in metric_list if "pipeline" not in m.consumes or m.name in probes]
     if not metric_list:
         raise ValueError("eval.metrics is empty: nothing to evaluate (conf/eval/metrics/paper.yaml lists the paper's)")
     out = registry.evaluate(metric_list, ctx)

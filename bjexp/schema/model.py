@@ -174,6 +174,17 @@ class SamplerConfig:
 
 
 @dataclass
+class ProbeSettings:
+    n_priors: int = 32  # test priors probed (one per patient, manifest order)
+    steps: Optional[int] = None  # sampler steps / guidance of the probes; None = the run's sampler
+    text_guidance: Optional[float] = None
+    image_guidance: Optional[float] = None
+    grid_text_guidance: list[float] = field(default_factory=lambda: [1.0, 3.0, 7.5])  # guidance_curve's grid
+    grid_image_guidance: list[float] = field(default_factory=lambda: [1.0, 1.5, 2.5])
+    batch_size: int = 64
+
+
+@dataclass
 class EvalConfig:
     name: str = MISSING
     predictor: dict[str, Any] = field(default_factory=dict)  # _target_ + kwargs -> a bjexp.eval.metrics.Predictor
@@ -181,7 +192,7 @@ class EvalConfig:
     metrics: dict[str, Optional[dict[str, Any]]] = field(default_factory=dict)
     # _target_ + options -> a factory (run_cfg, **options) -> bjexp.eval.segmenter.Segmenter (anatomy metrics)
     segmenter: dict[str, Any] = field(default_factory=dict)
-    # _target_ -> a factory (run_cfg, df, size) -> bool (N, H, W) edit regions (bjexp.eval.locality; unset: none)
+    # _target_ -> a factory (ctx, **options) -> bool (N, H, W) edit regions (bjexp.eval.locality; unset: none)
     edit_regions: dict[str, Any] = field(default_factory=dict)
     findings: list[str] = field(default_factory=list)
     uncertain: str = "exclude"  # exclude | positive | negative (CheXpert -1 labels)
@@ -191,6 +202,10 @@ class EvalConfig:
     bootstrap_seed: Optional[int] = None
     max_pairs: Optional[int] = None  # evaluate a fixed subset (first N test pairs) for quick runs
     grid_pairs: int = 8
+    # Consistency probes that run (metrics of eval.metrics that consume the generator; bjexp/eval/probes.py); [] = none.
+    probes: list[str] = field(default_factory=lambda: ["null_instruction", "reversal", "severity_monotonic",
+                                                       "contradiction", "guidance_curve"])
+    probe_settings: ProbeSettings = field(default_factory=ProbeSettings)
 
 
 @dataclass

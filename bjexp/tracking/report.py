@@ -163,6 +163,11 @@ def write_run_report(run_dir: Path, results: dict) -> Path:
     if results.get("notes"):
         body += ["", "Notes:", *[f"- {n}" for n in results["notes"]]]
     body += ["", "![grid](grid.png)", ""]
+    for name, what in (("memorization.png", "Memorization audit, the closest pairs (generated | nearest training "
+                                            "image | real current)"),
+                       ("guidance.png", "Guidance curves: instruction-following against retention")):
+        if (Path(run_dir) / name).is_file():
+            body += [f"{what}:", "", f"![{name[:-4]}]({name})", ""]
     path = Path(run_dir) / "report.md"
     with atomic_write(path, "w") as f:
         f.write("\n".join(body))

@@ -75,6 +75,24 @@ def record(cfg: DictConfig, run_dir: Path, **extra) -> dict:
     return info
 
 
+def with_new_keys(saved: DictConfig, chosen: dict) -> DictConfig:
+    """A run's saved config plus the keys added since it was written (e.g. `eval.probes`), at today's defaults for
+    the run's own group choices; every saved value wins. Inside a Hydra app only (elsewhere: `saved` as is). A
+    metric the run deleted with `~eval.metrics.<name>` comes back; one switched off with `=null` stays off."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra.instance().is_initialized():
+        return saved
+    overrides = [f"{g}={c}" for g, c in chosen.items() if c is not None and not g.startswith("hydra")]
+    try:
+        now = compose("config", overrides=overrides)
+    except Exception:  # a group option renamed since the run: its saved config alone
+        return saved
+    plain = OmegaConf.create(OmegaConf.to_container(now, resolve=False))
+    return OmegaConf.merge(plain, saved)
+
+
 def _command_overrides() -> tuple[list[str], set[str]]:
     """(this command's overrides, the config group names), or nothing outside a Hydra app."""
     try:
@@ -109,7 +127,7 @@ def run_config(cfg: DictConfig, overrides: list[str] | None = None, groups: set[
         raise RunDirError(f"{switched}: with run={run_dir} the group choices are the run's own ({saved}); "
                          "only key=value overrides apply (e.g. eval.n_bootstrap=200)")
     values = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in (groups or set())]  # groups: the run's
-    base = OmegaConf.load(saved)
+    base = with_new_keys(OmegaConf.load(saved), chosen)
     OmegaConf.set_struct(base, True)  # a mistyped key fails here, naming it
     out = OmegaConf.merge(base, OmegaConf.from_dotlist(values))
     for k in own:

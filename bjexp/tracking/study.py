@@ -47,8 +47,10 @@ def page(root: Path, runs: list, info: dict[str, dict], *, grid_pairs: int = 8, 
     parts += [section("Metrics", metrics_table(runs, info) + legend(info)), extra,
               section("Per finding and sub-metric", sub_tables(runs, info)),
               section("Plots", _img(metrics_plot(runs, info), "metrics with ceiling and floor")
-                      + loss_section(runs) + (axis_plots(runs, info) if not single else "")),
+                      + loss_section(runs) + (axis_plots(runs, info) if not single else "")
+                      + _img(guidance_plot(runs), "guidance curves")),
               section("Images", image_section(runs, grid_pairs)),
+              section("Memorization audit", memorization_section(runs)),
               section("Runs and config", runs_table(runs) + config_diff(runs)),
               section("Notes", notes(runs))]
     return (f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(title)}</title>"
@@ -249,6 +251,44 @@ def metrics_plot(runs, info) -> bytes | None:
     return _png(fig)
 
 
+def guidance_curves(metrics: dict) -> dict[float, list[tuple[float, float, float]]]:
+    """results' `test/guidance_curve/t<text>_i<image>/{follow,retain}` -> {image guidance: [(text guidance,
+    retain, follow)]} sorted by text guidance (empty without the probe)."""
+    import re
+
+    out: dict[float, list] = {}
+    for k, v in metrics.items():
+        m = re.fullmatch(r"test/guidance_curve/t([\d.]+)_i([\d.]+)/follow", k)
+        if m and (r := metrics.get(k[: -len("follow")] + "retain")):
+            out.setdefault(float(m.group(2)), []).append((float(m.group(1)), r["value"], v["value"]))
+    return {ig: sorted(pts) for ig, pts in sorted(out.items())}
+
+
+def guidance_plot(runs) -> bytes | None:
+    """Instruction-following against retention over the guidance grid (probe `guidance_curve`): a panel per arm
+    that has it, a line per image guidance through the text guidance scales (labelled)."""
+    have = [(r, c) for r in runs if (c := guidance_curves(r.metrics))]
+    if not have:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(have), figsize=(3.6 * len(have), 3.2), squeeze=False)
+    for ax, (r, curves) in zip(axes.flat, have):
+        for ig, pts in curves.items():
+            t, retain, follow = zip(*pts)
+            ax.plot(retain, follow, "o-", ms=4, label=f"image guidance {ig:g}")
+            for x, y, tg in zip(retain, follow, t):
+                ax.annotate(f"{tg:g}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("retention (SSIM to the prior)", fontsize=8)
+        ax.set_ylabel("instruction-following ('new X' shown)", fontsize=8)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title(r.label, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, frameon=False)
+    fig.suptitle("guidance curves (points labelled by text guidance)", fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def _values(runs, key) -> tuple[np.ndarray, np.ndarray]:
     vals = np.array([r.metrics.get(key, {}).get("value", math.nan) for r in runs], float)
     lo = np.array([r.metrics.get(key, {}).get("lo", math.nan) for r in runs], float)
@@ -379,6 +419,13 @@ def image_section(runs, n: int) -> str:
     n_pat = pick["patient_id"].nunique()
     return (f"<p class=note>{len(pick)} test pairs from {n_pat} patients (pairs whose findings changed first), the "
             f"same pairs for every arm; {len(common)} pairs are common to all arms.</p>" + _img(png, "image strips", "grid"))
+
+
+def memorization_section(runs) -> str:
+    """Each arm's closest pairs of the memorization audit (bjexp.evaluate's memorization.png), when it ran."""
+    return "".join(f"<h3>{html.escape(r.label)}</h3>" + _img((r.dir / "memorization.png").read_bytes(),
+                                                          "memorization closest pairs", "grid")
+                   for r in runs if (r.dir / "memorization.png").is_file())
 
 
 def write_html(root: Path, runs: list, info: dict, **kw) -> Path:
