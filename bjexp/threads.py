@@ -7,8 +7,9 @@ point (registered once in conf/config.yaml's `hydra.callbacks`), in the job's ow
 local or SLURM sweep is sized to its own share. DataLoader workers need nothing: PyTorch gives each worker one
 thread. Registration pool workers set OpenCV and ITK to one thread each (one pair per core).
 
-OpenMP's wait policy is set in bjexp/__init__.py (it must precede torch's import: libgomp reads it once, when it
-loads): threads that find no work sleep instead of spinning.
+OpenMP's wait policy is libgomp's default unless the user sets OMP_WAIT_POLICY (before torch's import: libgomp
+reads it once). Running jobs side by side on few cores, set OMP_WAIT_POLICY=PASSIVE or trainer.threads=1: spinning
+threads of one job starve the other (benchmarks/results/wait_policy.md).
 """
 from __future__ import annotations
 

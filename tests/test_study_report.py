@@ -226,3 +226,20 @@ def test_report_of_a_real_tiny_run(tiny_run, tmp_path):
         assert not broken_images(pg) and pg.locator("#metrics tr").count() == 1 + 1 + 2
         pg.screenshot(path=artefact(tmp_path, "study-report-tiny-run.png"), full_page=True)
         assert ctx.external == []
+
+
+def test_guidance_curves_are_plotted_from_the_probe_keys(sweep):
+    from bjexp.tracking.study import guidance_curves
+
+    res = json.loads((sweep / "0" / "results.json").read_text())
+    for t in (1, 7.5):
+        for i in (1, 1.5):
+            res["metrics"][f"test/guidance_curve/t{t:g}_i{i:g}/follow"] = _m(t / 10 + i / 100)
+            res["metrics"][f"test/guidance_curve/t{t:g}_i{i:g}/retain"] = _m(1 - t / 10)
+    (sweep / "0" / "results.json").write_text(json.dumps(res))
+    curves = guidance_curves(res["metrics"])
+    assert curves == {1.0: [(1.0, pytest.approx(0.9), pytest.approx(0.11)), (7.5, pytest.approx(0.25), pytest.approx(0.76))],
+                      1.5: [(1.0, pytest.approx(0.9), pytest.approx(0.115)), (7.5, pytest.approx(0.25), pytest.approx(0.765))]}
+    page = report.write(sweep)["html"].read_text()
+    alts = re.findall(r"<img class=\w+ alt='([^']*)' src='data:image/png;base64,", page)
+    assert "guidance curves" in alts and alts.count("guidance curves") == 1  # one figure, a panel per arm with it

@@ -116,3 +116,23 @@ def test_run_config_is_the_runs_own_with_key_value_overrides(tmp_path):
         runinfo.run_config(cli, ["eval.n_bootstrapp=1"], groups)
     with pytest.raises(FileNotFoundError, match="config.yaml"):
         runinfo.run_config(OmegaConf.create({"run": str(tmp_path / "nothing")}), [], groups)
+
+
+def test_an_older_runs_config_gets_the_keys_added_since(tmp_path):
+    """Inside a Hydra app, `run=` gives a run written before a key existed today's default for its own choices
+    (a choice renamed since falls back to today's default for that group); saved values always win."""
+    from hydra import initialize_config_dir
+
+    from bjexp import schema
+    from conftest import REPO
+
+    schema.register()
+    saved = OmegaConf.create({"seed": 7, "eval": {"n_bootstrap": 11, "metrics": {"cmig": None}},
+                              "method": {"name": "identity"}})
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        out = runinfo.with_new_keys(saved, {"method": "identity", "model": "renamed_since", "experiment": None})
+    assert out.seed == 7 and out.eval.n_bootstrap == 11 and out.method.name == "identity"
+    assert list(out.eval.probes) == ["null_instruction", "reversal", "severity_monotonic", "contradiction"]
+    assert out.eval.metrics.cmig is None and "reversal" in out.eval.metrics  # switched off stays off; new ones come
+    assert out.model.name == "tiny"  # the renamed option: today's default
+    assert runinfo.with_new_keys(saved, {"method": "identity"}) is saved  # outside a Hydra app: as saved

@@ -36,6 +36,14 @@ def test_main_job_end_to_end(tmp_path, cache_dir):
     new = ("anatomy_dice", "label_kl", "edit_locality", "memorization")
     assert all(results["metric_info"][k]["headline"] for k in new)
     assert all(k in (run / "report.md").read_text() for k in new)
+    # The consistency probes ran on the job's own generator (issue 14), with CIs where they are bootstrapped
+    for key in ("test/null_instruction", "test/null_instruction/vae_l1", "test/reversal/p_new",
+                "test/severity_monotonic", "test/contradiction", "test/memorization/features",
+                "test/edit_locality/ssim_outside"):
+        assert key in m and np.isfinite(m[key]["value"]), key
+    assert m["test/null_instruction"]["lo"] <= m["test/null_instruction"]["value"] <= m["test/null_instruction"]["hi"]
+    assert results["details"]["memorization"]["closest"] and not any("guidance_curve" in k for k in m)
+    assert "memorization.png" in (run / "report.md").read_text() and (run / "memorization.png").stat().st_size > 1000
     # generated PNGs for every evaluated test pair, and the artefacts a person opens
     n = results["counts"]["test/n_pairs"]
     assert len(list((run / "samples").glob("*.png"))) == n > 0
@@ -58,13 +66,29 @@ def test_main_job_end_to_end(tmp_path, cache_dir):
     (run / "results.json").unlink()
     _run_stage("evaluate", run, cache_dir, tmp_path)
     again = json.loads((run / "results.json").read_text())["metrics"]
-    assert json.dumps(again, sort_keys=True) == json.dumps(m, sort_keys=True)
+    assert json.dumps(again, sort_keys=True) == json.dumps(m, sort_keys=True)  # probes too: same restored generator
+
+    # A run configured before the probes existed (its config.yaml lacks every probe key) is re-scored with the
+    # one it asks for: the keys it lacks come from today's defaults.
+    import yaml
+
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    for k in ("probes", "probe_settings"):
+        saved["eval"].pop(k)
+    for k in ("null_instruction", "reversal", "severity_monotonic", "contradiction", "guidance_curve"):
+        saved["eval"]["metrics"].pop(k)
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    _run_stage("evaluate", run, cache_dir, tmp_path, "eval.probes=[reversal,guidance_curve]")
+    old = json.loads((run / "results.json").read_text())["metrics"]
+    assert old["test/reversal"] == m["test/reversal"] and "test/null_instruction" not in old
+    assert sum(k.startswith("test/guidance_curve/t") and k.endswith("/follow") for k in old) == 9  # the 3 x 3 grid
+    assert "guidance.png" in (run / "report.md").read_text() and (run / "guidance.png").stat().st_size > 1000
 
 
-def _run_stage(stage, run, cache_dir, tmp_path):
+def _run_stage(stage, run, cache_dir, tmp_path, *extra):
     # Only run=: the stage must act on the run's own config (TINY's 2 sampler steps, not the default's 20).
     env = {**os.environ, "BJEXP_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "BJEXP_PROGRESS": "0"}
-    cmd = [sys.executable, "-m", f"bjexp.{stage}", f"run={run}", f"hydra.run.dir={tmp_path / stage}"]
+    cmd = [sys.executable, "-m", f"bjexp.{stage}", f"run={run}", *extra, f"hydra.run.dir={tmp_path / stage}"]
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-6000:]
 

@@ -203,8 +203,9 @@ class EvalConfig:
     max_pairs: Optional[int] = None  # evaluate a fixed subset (first N test pairs) for quick runs
     grid_pairs: int = 8
     # Consistency probes that run (metrics of eval.metrics that consume the generator; bjexp/eval/probes.py); [] = none.
+    # guidance_curve (a 3 x 3 grid of guidance scales, ~9 x n_priors samples) is left to the consistency study.
     probes: list[str] = field(default_factory=lambda: ["null_instruction", "reversal", "severity_monotonic",
-                                                       "contradiction", "guidance_curve"])
+                                                       "contradiction"])
     probe_settings: ProbeSettings = field(default_factory=ProbeSettings)
 
 

@@ -84,10 +84,12 @@ def with_new_keys(saved: DictConfig, chosen: dict) -> DictConfig:
 
     if not GlobalHydra.instance().is_initialized():
         return saved
-    overrides = [f"{g}={c}" for g, c in chosen.items() if c is not None and not g.startswith("hydra")]
+    # The run's choices that still exist (an option renamed or removed since: today's default for that group).
+    overrides = [f"{g}={c}" for g, c in chosen.items()
+                 if c is not None and not g.startswith("hydra") and (REPO / "conf" / g / f"{c}.yaml").is_file()]
     try:
         now = compose("config", overrides=overrides)
-    except Exception:  # a group option renamed since the run: its saved config alone
+    except Exception:  # the run's choices no longer compose together: its saved config alone
         return saved
     plain = OmegaConf.create(OmegaConf.to_container(now, resolve=False))
     return OmegaConf.merge(plain, saved)
