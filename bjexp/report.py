@@ -64,6 +64,17 @@ def collect(root: Path) -> dict[str, dict]:
     return {r.label: r.metrics for r in runs(root)}
 
 
+def with_columns(info: dict[str, dict], columns) -> dict[str, dict]:
+    """`report.columns` (metric names, in order) as the main table's columns instead of the headline metrics."""
+    if not columns:
+        return info
+    bad = [c for c in columns if c not in info]
+    if bad:
+        raise ValueError(f"report.columns: {bad} not among these runs' metrics {list(info)}")
+    rest = {n: {**m, "headline": False} for n, m in info.items() if n not in columns}
+    return {**{c: {**info[c], "headline": True} for c in columns}, **rest}
+
+
 def write(root: Path, rcfg=None, logger_cfg=None, baselines: dict[str, str] | None = None) -> dict[str, Path]:
     """The report files of a run or a sweep: `report.html` (the study report, self-contained), `summary.csv`,
     `metrics.png` and, for a sweep, `report.md`. A single run's `report.md` is its full run report (never a
@@ -75,7 +86,7 @@ def write(root: Path, rcfg=None, logger_cfg=None, baselines: dict[str, str] | No
     root = Path(root)
     found = runs(root)
     rows = {r.label: r.metrics for r in found}
-    info = merged_info([metric_info(r.results) for r in found])
+    info = with_columns(merged_info([metric_info(r.results) for r in found]), getattr(rcfg, "columns", None))
     flat = pd.DataFrame({name: {k: v["value"] for k, v in m.items()} for name, m in rows.items()}).T
     with atomic_write(root / "summary.csv", "w") as f:
         flat.to_csv(f)

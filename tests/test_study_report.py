@@ -243,3 +243,11 @@ def test_guidance_curves_are_plotted_from_the_probe_keys(sweep):
     page = report.write(sweep)["html"].read_text()
     alts = re.findall(r"<img class=\w+ alt='([^']*)' src='data:image/png;base64,", page)
     assert "guidance curves" in alts and alts.count("guidance curves") == 1  # one figure, a panel per arm with it
+
+
+def test_report_columns_choose_the_main_table(sweep):
+    rcfg = OmegaConf.create({"grid_pairs": 8, "wandb": False, "columns": ["cmig", "age_mae"]})
+    md = report.write(sweep, rcfg)["markdown"].read_text()
+    assert "| run | cmig (%) ↑ | age_mae (years) ↓ |" in md and "pathology_auroc ↑" not in md.split("\n\n")[2]
+    with pytest.raises(ValueError, match=r"report.columns: \['cmgi'\] not among"):
+        report.write(sweep, OmegaConf.create({"grid_pairs": 8, "wandb": False, "columns": ["cmgi"]}))

@@ -87,6 +87,9 @@ class ReportConfig:
     wandb: bool = False  # also build a W&B Report (wandb-workspaces): saved when W&B is online, else a spec file
     wandb_project: Optional[str] = None  # default: logger.project
     wandb_entity: Optional[str] = None  # default: logger.entity
+    # The main table's metrics, in order (e.g. a study's own: conf/experiment/consistency.yaml); None = the headline
+    # metrics of the runs' metric_info.
+    columns: Optional[list[str]] = None
 
 
 @dataclass
