@@ -38,11 +38,11 @@ def test_main_job_end_to_end(tmp_path, cache_dir):
     assert all(k in (run / "report.md").read_text() for k in new)
     # The consistency probes ran on the job's own generator (issue 14), with CIs where they are bootstrapped
     for key in ("test/null_instruction", "test/null_instruction/vae_l1", "test/reversal/p_new",
-                "test/severity_monotonic", "test/contradiction", "test/memorization/features",
-                "test/edit_locality/ssim_outside"):
+                "test/memorization/features", "test/edit_locality/ssim_outside"):
         assert key in m and np.isfinite(m[key]["value"]), key
     assert m["test/null_instruction"]["lo"] <= m["test/null_instruction"]["value"] <= m["test/null_instruction"]["hi"]
-    assert results["details"]["memorization"]["closest"] and not any("guidance_curve" in k for k in m)
+    assert results["details"]["memorization"]["closest"]
+    assert not any(p in k for k in m for p in ("severity_monotonic", "contradiction", "guidance_curve"))  # on request
     assert "memorization.png" in (run / "report.md").read_text() and (run / "memorization.png").stat().st_size > 1000
     # generated PNGs for every evaluated test pair, and the artefacts a person opens
     n = results["counts"]["test/n_pairs"]
@@ -78,9 +78,10 @@ def test_main_job_end_to_end(tmp_path, cache_dir):
     for k in ("null_instruction", "reversal", "severity_monotonic", "contradiction", "guidance_curve"):
         saved["eval"]["metrics"].pop(k)
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
-    _run_stage("evaluate", run, cache_dir, tmp_path, "eval.probes=[reversal,guidance_curve]")
+    _run_stage("evaluate", run, cache_dir, tmp_path, "eval.probes=[reversal,severity_monotonic,contradiction,guidance_curve]")
     old = json.loads((run / "results.json").read_text())["metrics"]
     assert old["test/reversal"] == m["test/reversal"] and "test/null_instruction" not in old
+    assert all(np.isfinite(old[f"test/{k}"]["value"]) for k in ("severity_monotonic", "contradiction/auroc"))
     assert sum(k.startswith("test/guidance_curve/t") and k.endswith("/follow") for k in old) == 9  # the 3 x 3 grid
     assert "guidance.png" in (run / "report.md").read_text() and (run / "guidance.png").stat().st_size > 1000
 
