@@ -184,12 +184,14 @@ def test_config_mistakes_are_named():
 
 
 def test_eval_metrics_compose_from_the_config(tmp_path):
-    """Both worlds list the paper's metrics from one file; the real world adds FID; options and removal by CLI."""
+    """Both worlds list the paper's metrics from one file; the real world adds FID and the fidelity set (KID, PRDC);
+    options and removal by CLI."""
     from conftest import compose
 
     syn, real = compose([]).eval.metrics, compose(["eval=real"]).eval.metrics
     assert list(syn) == list(OmegaConf.load(registry.CONF / "paper.yaml"))
-    assert list(real) == [*syn, "fid"] and real.fid._target_ == "bjexp.eval.fid.FID"
+    assert list(real) == [*syn, "fid", "kid", "prdc"] and real.fid._target_ == "bjexp.eval.fid.FID"
+    assert real.kid._target_ == "bjexp.eval.fidelity.KID" and real.prdc._target_ == "bjexp.eval.fidelity.PRDC"
     cfg = compose(["~eval.metrics.cmig", "+eval.metrics.age_r.headline=false"])
     built = registry.build_metrics(cfg.eval.metrics)
     assert "cmig" not in [m.name for m in built] and not next(m for m in built if m.name == "age_r").headline

@@ -132,7 +132,7 @@ def test_an_older_runs_config_gets_the_keys_added_since(tmp_path):
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         out = runinfo.with_new_keys(saved, {"method": "identity", "model": "renamed_since", "experiment": None})
     assert out.seed == 7 and out.eval.n_bootstrap == 11 and out.method.name == "identity"
-    assert list(out.eval.probes) == ["null_instruction", "reversal", "severity_monotonic", "contradiction"]
+    assert list(out.eval.probes) == ["null_instruction", "reversal"] and out.eval.probe_settings.n_priors == 16
     assert out.eval.metrics.cmig is None and "reversal" in out.eval.metrics  # switched off stays off; new ones come
     assert out.model.name == "tiny"  # the renamed option: today's default
     assert runinfo.with_new_keys(saved, {"method": "identity"}) is saved  # outside a Hydra app: as saved
