@@ -8,8 +8,8 @@ The lines are what the default configuration reaches at this budget, with a marg
 AUROC 0.76 [0.67, 0.83], sex 0.75 [0.65, 0.85], age r 0.70 [0.56, 0.78]; copying the prior scores changed 0.01).
 The default does not follow the text "well above 0.5" after a short fit (at the full default it reaches 0.22 on
 changed findings; text-following appears between 1,000 and 2,000 updates, README "Measured"), so the generator
-line here is "well above copying the prior". About 4 minutes for the first test on 2 quiet cores (the world,
-VAE, encoder and classifier are built once for the module), 3 for the others: `make test-all`.
+line here is "well above copying the prior". The three tests take 9 min 21 s on 2 quiet cores (AMD EPYC; the
+world, VAE, encoder and classifier are built once, by the first): `make test-all`.
 """
 from __future__ import annotations
 
