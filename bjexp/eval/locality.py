@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from bjexp.eval import stats
 from bjexp.eval.registry import Metric
 
 
@@ -37,34 +38,26 @@ def regions(ctx) -> np.ndarray | None:
     return ctx.memo("edit_regions", build)
 
 
-def l1_in_out(scored: np.ndarray, prior: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """(N, 2) mean |scored - prior| / 255 inside and outside each pair's region (NaN where that part is empty)."""
-    diff = np.abs(scored.astype(np.float64) - prior.astype(np.float64)) / 255.0
-    diff, region = diff.reshape(len(diff), -1), region.reshape(len(region), -1)
+def region_means(per_pixel: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """(N, 2) mean of a per-pixel map inside and outside each pair's region (NaN where that part is empty)."""
+    per_pixel, region = per_pixel.reshape(len(per_pixel), -1), region.reshape(len(region), -1)
     n_in, n_out = region.sum(1), (~region).sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        inside = np.where(n_in > 0, (diff * region).sum(1) / n_in, np.nan)
-        outside = np.where(n_out > 0, (diff * ~region).sum(1) / n_out, np.nan)
+        inside = np.where(n_in > 0, (per_pixel * region).sum(1) / n_in, np.nan)
+        outside = np.where(n_out > 0, (per_pixel * ~region).sum(1) / n_out, np.nan)
     return np.stack([inside, outside], 1)
+
+
+def l1_in_out(scored: np.ndarray, prior: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """(N, 2) mean |scored - prior| / 255 inside and outside each pair's region (NaN where that part is empty)."""
+    return region_means(np.abs(scored.astype(np.float64) - prior.astype(np.float64)) / 255.0, region)
 
 
 def ssim_in_out(scored: np.ndarray, prior: np.ndarray, region: np.ndarray) -> np.ndarray:
     """(N, 2) mean local SSIM (scored vs prior) inside and outside each pair's region (NaN where that part is empty)."""
-    import torch
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
     if min(scored.shape[1:]) < 11:  # smaller than the SSIM window
         return np.full((len(scored), 2), np.nan)
-    t = [torch.as_tensor(x.astype(np.float32) / 255.0)[:, None] for x in (scored, prior)]
-    _, full = structural_similarity_index_measure(t[0], t[1], data_range=1.0, reduction="none",
-                                                  return_full_image=True)
-    smap = full[:, 0].double().numpy().reshape(len(scored), -1)
-    region = region.reshape(len(region), -1)
-    n_in, n_out = region.sum(1), (~region).sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        inside = np.where(n_in > 0, (smap * region).sum(1) / n_in, np.nan)
-        outside = np.where(n_out > 0, (smap * ~region).sum(1) / n_out, np.nan)
-    return np.stack([inside, outside], 1)
+    return region_means(stats.ssim(scored, prior, full=True), region)
 
 
 class EditLocality(Metric):

@@ -76,16 +76,6 @@ def l1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a.astype(np.float64) - b.astype(np.float64)).reshape(len(a), -1).mean(1) / 255.0
 
 
-def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image SSIM of uint8 grey images (torchmetrics, Gaussian 11 x 11 window, data range 1)."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
-    if not len(a):
-        return np.zeros(0)
-    t = [torch.as_tensor(x.astype(np.float32) / 255.0)[:, None] for x in (a, b)]
-    return structural_similarity_index_measure(t[0], t[1], data_range=1.0, reduction="none").double().numpy()
-
-
 # -- the shared runner ------------------------------------------------------------------------------------------
 class Probing:
     """The probed rows and a memoised `generate(tag, texts, inputs)` for one evaluation."""
@@ -112,13 +102,15 @@ class Probing:
         pred = self.predict_prior()
         return [f for f in self.ctx.findings if f in pred.findings]
 
-    def absent_finding(self) -> list[str | None]:
-        """Per probed prior, a finding its label says is absent (rotating through the findings); None if none."""
-        out = []
+    def absent_targets(self) -> tuple[list[str], np.ndarray]:
+        """Per probed prior, a finding its label says is absent (rotating through the findings), and which priors
+        have one (the others get NaN through `spread`)."""
+        fs = self.findings()
+        xs = []
         for k, r in enumerate(self.rows):
-            absent = [f for f in self.findings() if self.ctx.labels("prior", f)[r] == 0]
-            out.append(absent[k % len(absent)] if absent else None)
-        return out
+            absent = [f for f in fs if self.ctx.labels("prior", f)[r] == 0]
+            xs.append(absent[k % len(absent)] if absent else None)
+        return [x or fs[0] for x in xs], np.array([x is not None for x in xs])
 
     def predict_prior(self):
         return self.ctx.memo(("probe", "prior_pred"), lambda: self.ctx.get("predictor").predict(self.prior))
@@ -155,10 +147,10 @@ class Probing:
             return self.prior
         return self.ctx.memo(("probe", "round_trip"), lambda: torch.as_tensor(rt(torch.as_tensor(self.prior))).cpu().numpy())
 
-    def spread(self, per_probe: np.ndarray) -> np.ndarray:
-        """Per-probe values -> per ctx.df row (NaN where not probed)."""
+    def spread(self, per_probe: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+        """Per-probe values -> per ctx.df row (NaN where not probed, or where `keep` is False)."""
         out = np.full(len(self.ctx.df), np.nan)
-        out[self.rows] = per_probe
+        out[self.rows] = per_probe if keep is None else np.where(keep, per_probe, np.nan)
         return out
 
 
@@ -193,12 +185,11 @@ class NullInstruction(Probe):
 
     def per_row(self, ctx):
         p = probing(ctx)
-        findings = [f for f in ctx.findings]
-        texts = [unchanged_text({f: ctx.labels("prior", f)[r] == 1 for f in findings}) for r in p.rows]
+        texts = [unchanged_text({f: ctx.labels("prior", f)[r] == 1 for f in ctx.findings}) for r in p.rows]
         out, rt = p.generate("null", texts), p.round_trip()
         d, d_rt = l1(out, p.prior), l1(rt, p.prior)
-        return {"": p.spread(d - d_rt), "l1": p.spread(d), "ssim": p.spread(ssim(out, p.prior)),
-                "vae_l1": p.spread(d_rt), "vae_ssim": p.spread(ssim(rt, p.prior))}
+        return {"": p.spread(d - d_rt), "l1": p.spread(d), "ssim": p.spread(stats.ssim(out, p.prior)),
+                "vae_l1": p.spread(d_rt), "vae_ssim": p.spread(stats.ssim(rt, p.prior))}
 
 
 class Reversal(Probe):
@@ -208,15 +199,12 @@ class Reversal(Probe):
 
     def per_row(self, ctx):
         p = probing(ctx)
-        xs = p.absent_finding()
-        keep = np.array([x is not None for x in xs])
-        xs = [x or p.findings()[0] for x in xs]
+        xs, keep = p.absent_targets()
         first = p.generate("new", [new_text(x) for x in xs])
         back = p.generate("resolved", [resolved_text(x) for x in xs], images=first)
         pp, pn, pr = (_prob(pred, xs) for pred in (p.predict_prior(), p.predict(first), p.predict(back)))
-        nan = np.where(keep, 0.0, np.nan)
-        return {"": p.spread(l1(back, p.prior) + nan), "ssim": p.spread(ssim(back, p.prior) + nan),
-                "p_prior": p.spread(pp + nan), "p_new": p.spread(pn + nan), "p_resolved": p.spread(pr + nan)}
+        return {"": p.spread(l1(back, p.prior), keep), "ssim": p.spread(stats.ssim(back, p.prior), keep),
+                "p_prior": p.spread(pp, keep), "p_new": p.spread(pn, keep), "p_resolved": p.spread(pr, keep)}
 
 
 class SeverityMonotonic(Probe):
@@ -225,19 +213,15 @@ class SeverityMonotonic(Probe):
 
     def per_row(self, ctx):
         p = probing(ctx)
-        xs = p.absent_finding()
-        keep = np.array([x is not None for x in xs])
-        xs = [x or p.findings()[0] for x in xs]
-        probs = np.stack([_prob(p.predict(p.generate("new" if s == 2 else f"severity{s}",
-                                                     [new_text(x, s) for x in xs])), xs) for s in SEVERITIES], 1)
-        rising = np.all(np.diff(probs, axis=1) > 0, axis=1).astype(np.float64)
-        nan = np.where(keep, 0.0, np.nan)
-        out = {"": p.spread(rising + nan)}
-        for s, col in zip(SEVERITIES, probs.T):
-            from bjexp.data.findings import SEVERITY_WORDS
+        from bjexp.data.findings import SEVERITY_WORDS
 
-            out[f"p_{SEVERITY_WORDS[s]}"] = p.spread(col + nan)
-        return out
+        xs, keep = p.absent_targets()
+        # "moderate X" is reversal's first step: the same tag shares its generations (memoised)
+        probs = np.stack([_prob(p.predict(p.generate("new" if s == 2 else f"severity{s}", [new_text(x, s) for x in xs])),
+                                xs) for s in SEVERITIES], 1)
+        rising = np.all(np.diff(probs, axis=1) > 0, axis=1).astype(np.float64)
+        return {"": p.spread(rising, keep),
+                **{f"p_{SEVERITY_WORDS[s]}": p.spread(col, keep) for s, col in zip(SEVERITIES, probs.T)}}
 
 
 class Contradiction(Probe):
@@ -255,12 +239,9 @@ class Contradiction(Probe):
             xs.append(x), target.append(want), keep.append(bool(known))
             texts.append(toward_text(x, ctx.labels("prior", x)[r] == 1, want))
         pred = p.predict(p.generate("contradiction", texts))
-        prob = _prob(pred, xs)
-        thr = np.array([pred.thresholds.get(x, 0.5) for x in xs])
-        target = np.array(target, np.float64)
-        nan = np.where(keep, 0.0, np.nan)
-        follows = ((prob >= thr) == (target == 1)).astype(np.float64)
-        return {"": p.spread(follows + nan), "prob": p.spread(prob + nan), "target": p.spread(target + nan)}
+        target, keep = np.array(target, np.float64), np.array(keep)
+        follows = (_shown(pred, xs) == (target == 1)).astype(np.float64)
+        return {"": p.spread(follows, keep), "prob": p.spread(_prob(pred, xs), keep), "target": p.spread(target, keep)}
 
     def compute(self, ctx, side, rows, done):
         v = ctx.memo(("probe", self.name, "rows"), lambda: self.per_row(ctx))
@@ -276,21 +257,17 @@ class GuidanceCurve(Probe):
 
     def compute(self, ctx, side, rows, done):
         p = probing(ctx)
-        xs = p.absent_finding()
-        keep = np.array([x is not None for x in xs])
+        xs, keep = p.absent_targets()
         if not keep.any():
             return {}
-        xs = [x or p.findings()[0] for x in xs]
         texts = [new_text(x) for x in xs]
         out: dict[str, float] = {}
         for tg in p.grid[0]:
             for ig in p.grid[1]:
                 img = p.generate("new", texts, text_guidance=tg, image_guidance=ig)
-                pred = p.predict(img)
-                thr = np.array([pred.thresholds.get(x, 0.5) for x in xs])
                 key = f"t{tg:g}_i{ig:g}"
-                out[f"{key}/follow"] = float((_prob(pred, xs) >= thr)[keep].mean())
-                out[f"{key}/retain"] = float(ssim(img, p.prior)[keep].mean())
+                out[f"{key}/follow"] = float(_shown(p.predict(img), xs)[keep].mean())
+                out[f"{key}/retain"] = float(stats.ssim(img, p.prior)[keep].mean())
         follow = [v for k, v in out.items() if k.endswith("/follow")]
         return {"": float(np.mean(follow)), **out}
 
@@ -304,7 +281,13 @@ class GuidanceCurve(Probe):
 
 
 def _prob(pred, xs: list[str]) -> np.ndarray:
+    """Per image i, the classifier's P(xs[i])."""
     return np.array([pred.findings[x][i] for i, x in enumerate(xs)], np.float64)
+
+
+def _shown(pred, xs: list[str]) -> np.ndarray:
+    """Per image i, whether the classifier calls xs[i] present (its operating threshold)."""
+    return _prob(pred, xs) >= np.array([pred.thresholds.get(x, 0.5) for x in xs])
 
 
 def check_probes(names: Any, metrics: list[Metric]) -> list[str]:

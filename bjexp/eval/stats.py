@@ -45,6 +45,19 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
     return float((pred == np.asarray(labels)).mean()) if pred.size else math.nan
 
 
+def ssim(a: np.ndarray, b: np.ndarray, full: bool = False) -> np.ndarray:
+    """SSIM of uint8 grey image pairs (torchmetrics, Gaussian 11 x 11 window, data range 1): per image (N,), or with
+    `full` the local SSIM map (N, H, W)."""
+    import torch
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    if not len(a):
+        return np.zeros((0, *a.shape[1:]) if full else 0)
+    t = [torch.as_tensor(x.astype(np.float32) / 255.0)[:, None] for x in (a, b)]
+    out = structural_similarity_index_measure(t[0], t[1], data_range=1.0, reduction="none", return_full_image=full)
+    return (out[1][:, 0] if full else out).double().numpy()
+
+
 def cmig(pathology_auroc: float, race_auroc: float, age_r: float) -> tuple[float, bool]:
     """CMIG = sqrt(P · sqrt(R · A)), inputs as fractions, output in percent.
 
