@@ -75,11 +75,16 @@ def with_columns(info: dict[str, dict], columns) -> dict[str, dict]:
     return {**{c: {**info[c], "headline": True} for c in columns}, **rest}
 
 
+PLANTED_NOTE = ("What the world builds in (report.planted) against what the sweep measured: recovered = the effect's "
+                "95% CI excludes 0 on the planted side; not shown = the CI holds 0; contradicted = it excludes 0 on "
+                "the other side.")
+
+
 def write(root: Path, rcfg=None, logger_cfg=None, baselines: dict[str, str] | None = None) -> dict[str, Path]:
     """The report files of a run or a sweep: `report.html` (the study report, self-contained), `summary.csv`,
     `metrics.png` and, for a sweep, `report.md`. A single run's `report.md` is its full run report (never a
     thinner one-row table). `rcfg` = the `report:` config (W&B report, image pairs); `baselines`: {group: reference
-    option} for the effects table (the defaults)."""
+    option} for the effects table (the defaults; `report.reference_levels` overrides them)."""
     from bjexp.tracking import effects, study
     from bjexp.tracking.report import load_results, write_run_report
 
@@ -91,10 +96,18 @@ def write(root: Path, rcfg=None, logger_cfg=None, baselines: dict[str, str] | No
     with atomic_write(root / "summary.csv", "w") as f:
         flat.to_csv(f)
     table = metrics_table(rows, info)
-    eff = effects.sweep_effects(found, info, baselines or {})
+    refs = {**(baselines or {}), **dict(getattr(rcfg, "reference_levels", None) or {})}
+    eff = effects.sweep_effects(found, info, refs)
+    expected = list(getattr(rcfg, "planted", None) or [])
+    if expected and eff is None:
+        raise ValueError(f"report.planted: {root} is not a two-level factorial sweep, so it has no effects to check")
+    check = effects.planted(eff, expected) if expected else None
     if eff is not None:
         with atomic_write(root / "effects.csv", "w") as f:
             eff.to_csv(f, index=False)
+    if check is not None:
+        with atomic_write(root / "planted.csv", "w") as f:
+            check.to_csv(f, index=False)
     png = root / "metrics.png"
     with atomic_write(png) as f:
         f.write(study.metrics_plot(found, info) or b"")
@@ -107,14 +120,20 @@ def write(root: Path, rcfg=None, logger_cfg=None, baselines: dict[str, str] | No
                         "one. The full study report (images, plots, config): report.html.", "",
                         table, "", "Metrics:", *legend(info, headline(info)), "", "![metrics](metrics.png)", "",
                         *(["## Effects", "", effects.explain(eff), "", effects.markdown(eff, info), ""]
-                          if eff is not None else [])])
+                          if eff is not None else []),
+                        *(["## Planted by construction", "", PLANTED_NOTE, "", effects.planted_markdown(check), ""]
+                          if check is not None else [])])
         with atomic_write(root / "report.md", "w") as f:
             f.write(md)
     extra = (study.section("Effects", f"<p>{html.escape(effects.explain(eff))}</p>{effects.html_table(eff, info)}")
              if eff is not None else "")
+    if check is not None:
+        extra += study.section("Planted by construction",
+                               f"<p>{html.escape(PLANTED_NOTE)}</p>{effects.planted_html(check)}")
     page = study.write_html(root, found, info, grid_pairs=int(getattr(rcfg, "grid_pairs", 8) or 8), extra=extra)
     out = {"markdown": root / "report.md", "html": page, "csv": root / "summary.csv", "plot": png,
-           **({"effects": root / "effects.csv"} if eff is not None else {})}
+           **({"effects": root / "effects.csv"} if eff is not None else {}),
+           **({"planted": root / "planted.csv"} if check is not None else {})}
     if os.environ.get("WANDB_MODE", "offline") == "online":
         import wandb
 

@@ -95,3 +95,23 @@ def test_table2_sweeps_the_full_factorial_on_the_same_pairs(experiment, describe
     want = {(d, r, c, s) for d in describers for r in ("none", "affine_ecc") for c in ("one_stage", "two_stage")
             for s in seeds}
     assert cells == want
+
+
+def test_table2_miniature_planted_effects_name_effects_its_sweep_has():
+    """The report checks `report.planted` by effect label and metric: each must be one the sweep's factors
+    (with `report.reference_levels`) and its metric registry produce, or the report refuses to run."""
+    from types import SimpleNamespace
+
+    from bjexp.tracking import effects
+
+    base = compose(["experiment=table2_miniature"])
+    refs = {**{g: str(c) for g, c in base.hydra.runtime.choices.items()}, **base.report.reference_levels}
+    runs = []
+    for job in _sweep_jobs("table2_miniature"):
+        ch = compose(["experiment=table2_miniature", *job]).hydra.runtime.choices
+        runs.append(SimpleNamespace(choices={g: ch[g] for g in ("describer", "registration", "curriculum")}))
+    factors = effects.factors_of(runs, refs)
+    assert factors["registration"] == ("none", "affine_ecc")
+    labels = {label for label, _, _ in effects._contrasts(factors, sorted({tuple(r.choices[g] for g in factors) for r in runs}))}
+    assert base.report.planted and {p.effect for p in base.report.planted} <= labels
+    assert {p.metric for p in base.report.planted} <= set(base.eval.metrics)

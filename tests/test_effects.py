@@ -105,3 +105,39 @@ def test_no_effects_for_a_sweep_that_is_not_a_two_level_factorial(tmp_path):
         (d / "run.json").write_text(json.dumps({"choices": {"method": method}, "seed": 0}))
     out = report.write(tmp_path)
     assert "effects" not in out and "## Effects" not in out["markdown"].read_text()
+
+
+def test_planted_effects_get_a_verdict_from_their_ci(tmp_path):
+    """report.planted: the registration effect (+4, CI well clear of 0) is recovered as planted and contradicted
+    when planted the other way; the null curriculum x describer interaction is not shown; report.reference_levels
+    turns the registration effect around."""
+    from omegaconf import OmegaConf
+
+    from bjexp.schema.core import ReportConfig
+
+    planted = [{"effect": "registration: affine_ecc - none", "metric": "cmig", "sign": "+", "why": "pose"},
+               {"effect": "registration: affine_ecc - none", "metric": "cmig", "sign": "-"},
+               {"effect": "curriculum x describer", "metric": "cmig", "sign": "+"}]
+    rcfg = OmegaConf.structured(ReportConfig(planted=planted, reference_levels={"registration": "none"}))
+    out = report.write(_sweep(tmp_path), rcfg, baselines={**BASE, "registration": "affine_ecc"})
+    check = pd.read_csv(out["planted"])
+    assert list(check["verdict"]) == ["recovered", "contradicted", "not shown (CI holds 0)"]
+    assert check["measured"][0].startswith("+4.000 [")
+    md = out["markdown"].read_text()
+    assert "## Planted by construction" in md and "| registration: affine_ecc - none | cmig | + | +4.000 [" in md
+    assert "Planted by construction" in out["html"].read_text()
+
+    bad = OmegaConf.structured(ReportConfig(planted=[{"effect": "registration: on - off", "metric": "cmig", "sign": "+"}]))
+    with pytest.raises(ValueError, match=r"no effect 'registration: on - off'.*registration: affine_ecc - none / cmig"):
+        report.write(tmp_path, bad, baselines=BASE)
+
+
+def test_planted_without_cis_reads_the_sign_only(tmp_path):
+    from omegaconf import OmegaConf
+
+    from bjexp.schema.core import ReportConfig
+
+    rcfg = OmegaConf.structured(ReportConfig(planted=[
+        {"effect": "curriculum: two_stage - one_stage", "metric": "cmig", "sign": "-"}]))
+    check = pd.read_csv(report.write(_sweep(tmp_path, aligned=False), rcfg, baselines=BASE)["planted"])
+    assert list(check["verdict"]) == ["sign only (no CI): as planted"]

@@ -90,6 +90,12 @@ class ReportConfig:
     # The main table's metrics, in order (e.g. a study's own: conf/experiment/consistency.yaml); None = the headline
     # metrics of the runs' metric_info.
     columns: Optional[list[str]] = None
+    # A factorial sweep's reference level per factor, where it is not the config default (e.g. registration: none,
+    # so that the effect reads `registration: affine_ecc - none`).
+    reference_levels: dict[str, str] = field(default_factory=dict)
+    # Effects the study plants by construction, checked against the measured ones in an extra report table:
+    # [{effect: "registration: affine_ecc - none", metric: cmig, sign: "+", why: "..."}].
+    planted: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass

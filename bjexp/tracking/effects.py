@@ -134,6 +134,51 @@ def explain(eff: pd.DataFrame) -> str:
             f"reference level). {ci}")
 
 
+VERDICTS = {1: "recovered", 0: "not shown (CI holds 0)", -1: "contradicted"}
+
+
+def planted(eff: pd.DataFrame, expected) -> pd.DataFrame:
+    """A study's planted effects (`report.planted`: [{effect, metric, sign: '+' or '-', why}]) beside the
+    measured ones. Verdict: recovered = the 95% CI excludes 0 on the planted side; not shown = it holds 0;
+    contradicted = it excludes 0 on the other side; without CIs, the point estimate's sign only."""
+    by = {(r["effect"], r["metric"]): r for _, r in eff.iterrows()}
+    rows = []
+    for e in expected:
+        key = (e["effect"], e["metric"])
+        if key not in by:
+            known = sorted({f"{a} / {b}" for a, b in by})
+            raise ValueError(f"report.planted: no effect {key[0]!r} on metric {key[1]!r} in this sweep; it has: "
+                             + "; ".join(known))
+        if str(e["sign"]) not in ("+", "-"):
+            raise ValueError(f"report.planted: sign {e['sign']!r} for {key}: expected '+' or '-'")
+        r, s = by[key], 1.0 if str(e["sign"]) == "+" else -1.0
+        if math.isnan(r["lo"]):
+            verdict = "sign only (no CI): " + ("as planted" if s * r["value"] > 0 else "against")
+        else:
+            verdict = VERDICTS[1 if s * r["lo"] > 0 and s * r["hi"] > 0 else -1 if s * r["lo"] < 0 and s * r["hi"] < 0
+                               else 0]
+        rows.append({"effect": key[0], "metric": key[1], "planted": str(e["sign"]), "why": e.get("why") or "",
+                     "measured": _signed(r), "verdict": verdict})
+    return pd.DataFrame(rows, columns=["effect", "metric", "planted", "why", "measured", "verdict"])
+
+
+def planted_markdown(check: pd.DataFrame) -> str:
+    out = ["| effect | metric | planted | measured [95% CI] | verdict | why planted |", "|---|---|---|---|---|---|"]
+    out += [f"| {r.effect} | {r.metric} | {r.planted} | {r.measured} | {r.verdict} | {r.why} |"
+            for r in check.itertuples()]
+    return "\n".join(out)
+
+
+def planted_html(check: pd.DataFrame) -> str:
+    import html
+
+    cols = ["effect", "metric", "planted", "measured", "verdict", "why"]
+    head = "".join(f"<th>{c}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(getattr(r, c)))}</td>" for c in cols) + "</tr>"
+                   for r in check.itertuples())
+    return f"<table border=1 cellpadding=4><tr>{head}</tr>{body}</table>"
+
+
 def _cell(row: pd.Series) -> dict:
     return {"value": row["value"], "lo": row["lo"], "hi": row["hi"]}
 
