@@ -11,6 +11,7 @@ from conftest import compose
 from bjexp.data import describe
 from bjexp.data.describe.impression import ImpressionDescriber
 from bjexp.data.describe.labels import LabelsDescriber
+from bjexp.errors import ConfigError
 
 NAN = math.nan
 
@@ -89,3 +90,21 @@ def test_options_compose_with_no_required_fields(option, cls):
     assert isinstance(describe.build(cfg.describer), cls)
     with pytest.raises(Exception, match="uncertan"):
         compose(["describer=labels", "describer.uncertan=positive"])  # typo fails at compose time
+
+
+class ShoutingDescriber(LabelsDescriber):
+    """A user's own describer, plugged in by `_target_` alone (no edit of bjexp)."""
+
+    def __call__(self, pairs):
+        out = super().__call__(pairs)
+        return out.assign(text=out["text"].str.upper())
+
+
+def test_a_describer_is_its_target_class_and_a_bad_target_is_named():
+    cfg = compose(["describer=labels", f"describer._target_={__name__}.ShoutingDescriber", "describer.blank=unknown"])
+    d = describe.build(cfg.describer)
+    assert type(d) is ShoutingDescriber and d.blank == "unknown"
+    with pytest.raises(ConfigError, match=r"describer._target_='bjexp.nowhere.Describer'"):
+        describe.build(compose(["describer=labels", "describer._target_=bjexp.nowhere.Describer"]).describer)
+    with pytest.raises(ConfigError, match="describer 'labels' has no _target_"):
+        describe.build({"name": "labels"})

@@ -8,10 +8,13 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
+# Each describer's `_target_` is a class with from_config(cfg, cache_dir, perms) -> a Describer
+# (bjexp.data.describe: the protocol and its one call site, `build`).
 @dataclass
 class LabelsDescriberConfig:
     """Offline, from the CheXpert label change (the miniature world's template engine)."""
     name: str = "labels"
+    _target_: str = "bjexp.data.describe.labels.LabelsDescriber"
     # Uncertain (-1) labels: uncertain (worded 'possible') | positive | negative.
     uncertain: str = "uncertain"
     # Blank (not mentioned) labels: absent (CheXpert convention) | unknown (blank in the current study: no claim
@@ -25,6 +28,7 @@ class LabelsDescriberConfig:
 class ImpressionDescriberConfig:
     """The current report's IMPRESSION (fallback FINDINGS): the paper's ablation."""
     name: str = "impression"
+    _target_: str = "bjexp.data.describe.impression.ImpressionDescriber"
     fallback_findings: bool = True
     max_chars: Optional[int] = None
 
@@ -38,6 +42,7 @@ class LLMDescriberConfig:
     The key is read from the environment variable named by `api_key_env`; it never enters the config.
     """
     name: str = "llm"
+    _target_: str = "bjexp.data.describe.llm.LLMDescriber"
     endpoint: str = MISSING  # full URL of .../chat/completions
     model: str = MISSING
     api_key_env: str = "BJEXP_LLM_API_KEY"

@@ -31,22 +31,33 @@ def result(pairs: pd.DataFrame, text: list[str | None], error: list[str | None],
                          "text_retry": pd.Series(retry or [False] * len(text), dtype=bool)}).set_axis(pairs.index)
 
 
-def build(cfg: DictConfig | dict[str, Any], cache_dir: str | Path | None = None, perms: Mode | None = None) -> Describer:
-    """cfg.describer -> a describer. `cache_dir` (the run's paths.cache_dir) holds the LLM request cache, written with
-    `perms` (default owner-only: it holds report text)."""
-    name = cfg["name"]
-    if name == "llm":  # check before resolving: a missing endpoint must be a clear message, not MissingMandatoryValue
-        from bjexp.data.describe.llm import LLMDescriber
-
-        return LLMDescriber.from_config(cfg, cache_dir, perms=perms)
+def options(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """A describer config's constructor arguments (everything but `name` and `_target_`), resolved."""
     kw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    kw.pop("name")
-    if name == "labels":
-        from bjexp.data.describe.labels import LabelsDescriber
+    return {k: v for k, v in kw.items() if k not in ("name", "_target_")}
 
-        return LabelsDescriber(**kw)
-    if name == "impression":
-        from bjexp.data.describe.impression import ImpressionDescriber
 
-        return ImpressionDescriber(**kw)
-    raise ConfigError(f"describer.name={name!r}: expected labels, impression or llm")
+class FromOptions:
+    """The default `from_config`: the describer's options are its constructor's keyword arguments."""
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig | dict[str, Any], cache_dir: str | Path | None = None,
+                    perms: Mode | None = None):
+        return cls(**options(cfg))
+
+
+def build(cfg: DictConfig | dict[str, Any], cache_dir: str | Path | None = None, perms: Mode | None = None) -> Describer:
+    """cfg.describer -> a describer: `from_config(cfg, cache_dir, perms)` of its `_target_` class. `cache_dir` (the
+    run's paths.cache_dir) holds the LLM request cache, written with `perms` (default owner-only: it holds report
+    text)."""
+    from hydra.utils import get_class
+
+    target = cfg.get("_target_")
+    if not target:
+        raise ConfigError(f"describer {cfg.get('name')!r} has no _target_ (a describer class with from_config, e.g. "
+                          "bjexp.data.describe.labels.LabelsDescriber; conf/describer/*.yaml)")
+    try:
+        cls = get_class(str(target))
+    except ImportError as e:
+        raise ConfigError(f"describer._target_={target!r}: {e}") from None
+    return cls.from_config(cfg, cache_dir, perms)

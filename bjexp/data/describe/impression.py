@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bjexp.data.describe import result
+from bjexp.data.describe import FromOptions, result
 
 
-class ImpressionDescriber:
+class ImpressionDescriber(FromOptions):
     needs_reports = True
 
     def __init__(self, fallback_findings: bool = True, max_chars: int | None = None):

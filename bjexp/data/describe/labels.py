@@ -5,7 +5,7 @@ import math
 
 import pandas as pd
 
-from bjexp.data.describe import result
+from bjexp.data.describe import FromOptions, result
 from bjexp.data.describers import FindingState, describe, state_from_label
 from bjexp.data.findings import CHEXPERT_TO_CANONICAL
 from bjexp.errors import ConfigError
@@ -14,7 +14,7 @@ POLICIES_UNCERTAIN = ("uncertain", "positive", "negative")
 POLICIES_BLANK = ("absent", "unknown")
 
 
-class LabelsDescriber:
+class LabelsDescriber(FromOptions):
     """Uncertain (-1): `uncertain` keeps it ('possible ...'), or counts it positive / negative.
     Blank (not mentioned): `absent` (CheXpert convention), or `unknown`: a finding blank in the current study is
     not described (an unmentioned finding may persist: no 'resolved X' claim); blank in the prior counts as absent.

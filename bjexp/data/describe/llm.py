@@ -92,7 +92,7 @@ class LLMDescriber:
                         "OpenAI-compatible /chat/completions you may send MIMIC notes to> and describer.model=<name>; "
                         f"the key is read from ${cfg.get('api_key_env', 'BJEXP_LLM_API_KEY')}.")
             cfg = OmegaConf.to_container(cfg, resolve=True)
-        kw = {k: v for k, v in dict(cfg).items() if k != "name"}
+        kw = {k: v for k, v in dict(cfg).items() if k not in ("name", "_target_")}
         cdir = kw.pop("cache_dir", None) or (Path(cache_dir) / "llm" if cache_dir else None)
         if cdir is None:
             raise LLMConfigError("describer=llm needs describer.cache_dir or paths.cache_dir for its request cache")

@@ -37,8 +37,8 @@ from bjexp.data.mimic.metadata import (MimicFormatError, find_csv, read_demograp
 from bjexp.io import Mode, atomic_write, cache_lock, config_hash, makedirs, private_mode, stat_fingerprint
 
 log = logging.getLogger(__name__)
-# Options that change how fast, not what: left out of the manifest key.
-RUNTIME_KEYS = {"data": {"images"}, "describer": {"concurrency", "max_retries", "backoff_s", "backoff_max_s",
+# Options that change how fast, not what: left out of the manifest key (the describer's class is in it by `name`).
+RUNTIME_KEYS = {"data": {"images"}, "describer": {"_target_", "concurrency", "max_retries", "backoff_s", "backoff_max_s",
                                                   "timeout_s", "request_budget", "cache_dir", "api_key_env",
                                                   "auth", "trust_env", "circuit_breaker"}}
 
