@@ -26,16 +26,8 @@ schema.register()
 
 
 def build_predictor(cfg: DictConfig):
-    """The evaluation classifier. The miniature world's is trained (once, cached) on its own held-out studies."""
-    p = OmegaConf.to_container(cfg.eval.predictor, resolve=True)
-    if cfg.eval.name == "synthetic":
-        from bjexp.data.synthetic import world_dir
-        from bjexp.eval.synthetic_classifier import train_classifier
-
-        # The world's own studies, not the arm's manifest folder (registered/same-pairs manifests live elsewhere).
-        npz = world_dir(cfg) / "classifier.npz"
-        p.setdefault("path", str(train_classifier(npz, cfg.eval.classifier, Path(cfg.paths.cache_dir), cfg.seed)))
-    return instantiate(p)
+    """The evaluation classifier (`eval.predictor`: _target_ + kwargs -> a Predictor)."""
+    return instantiate(OmegaConf.to_container(cfg.eval.predictor, resolve=True))
 
 
 def train_images(data) -> np.ndarray:

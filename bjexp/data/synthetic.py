@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -127,7 +128,12 @@ def _state_json(state: StudyState) -> str:
 
 def world_dir(cfg: DictConfig) -> Path:
     """The cache folder of this synthetic world: manifest.csv, images/, masks/, pair_masks/, classifier.npz."""
-    return Path(cfg.paths.cache_dir) / "data" / f"synthetic-{config_hash(cfg.data, GENERATOR_VERSION)}"
+    return world_folder(cfg.data, cfg.paths.cache_dir)
+
+
+def world_folder(data: Any, cache_dir: str | Path) -> Path:
+    """`world_dir` from the world's `data:` config and the cache folder."""
+    return Path(cache_dir) / "data" / f"synthetic-{config_hash(data, GENERATOR_VERSION)}"
 
 
 def mask_path(study_id: str) -> str:

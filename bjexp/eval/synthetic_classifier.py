@@ -4,10 +4,12 @@ and the identity traits (sex, race-like class, age), trained on independent synt
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from bjexp.data.phantom import N_RACE
@@ -110,6 +112,18 @@ def _train_classifier(data, ccfg, seed: int, key: str, out: Path) -> Path:
     return save_net(out, net, {"findings": findings, "width": ccfg.width}, report)
 
 
-def load_predictor(path: str | Path) -> SyntheticPredictor:
+def load_predictor(path: str | Path | None = None, world: Any = None, training: Any = None,
+                   cache_dir: str | Path | None = None, seed: int = 0) -> SyntheticPredictor:
+    """`eval.predictor` of the miniature world: the classifier saved at `path`, else the one trained (once, cached
+    under `cache_dir`) with `training` (eval.classifier) on the held-out studies of the world whose `data:` config
+    is `world`."""
+    if path is None:
+        if world is None or training is None or cache_dir is None:
+            raise ValueError("eval.predictor: give `path` (a saved classifier) or `world`, `training` and `cache_dir` "
+                             "(conf/eval/synthetic.yaml)")
+        from bjexp.data.synthetic import world_folder
+
+        path = train_classifier(world_folder(world, cache_dir) / "classifier.npz", OmegaConf.create(training),
+                                Path(cache_dir), seed)
     net, cfg, _ = load_net(path, lambda c: SyntheticCXRNet(len(c["findings"]), c["width"]))
     return SyntheticPredictor(net, tuple(cfg["findings"]), Path(path).name)
