@@ -68,13 +68,17 @@ def test_main_job_end_to_end(tmp_path, cache_dir):
     again = json.loads((run / "results.json").read_text())["metrics"]
     assert json.dumps(again, sort_keys=True) == json.dumps(m, sort_keys=True)  # probes too: same restored generator
 
-    # A run configured before the probes existed (its config.yaml lacks every probe key) is re-scored with the
-    # one it asks for: the keys it lacks come from today's defaults.
+    # A run configured before the probes existed (its config.yaml lacks every probe key, the describer's and the
+    # predictor's _target_-era keys) is re-scored with the one it asks for: the keys it lacks come from today's
+    # defaults.
     import yaml
 
     saved = yaml.safe_load((run / "config.yaml").read_text())
     for k in ("probes", "probe_settings"):
         saved["eval"].pop(k)
+    saved["describer"].pop("_target_")
+    for k in ("world", "training", "cache_dir", "seed"):
+        saved["eval"]["predictor"].pop(k)
     for k in ("null_instruction", "reversal", "severity_monotonic", "contradiction", "guidance_curve"):
         saved["eval"]["metrics"].pop(k)
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
