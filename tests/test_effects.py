@@ -52,9 +52,17 @@ BASE = {"registration": "none", "curriculum": "one_stage", "describer": "labels"
 def test_effects_recover_the_planted_truth_with_paired_cis(tmp_path):
     out = report.write(_sweep(tmp_path), baselines=BASE)
     eff = pd.read_csv(out["effects"]).set_index("effect")
+    simple = eff[eff["kind"] == "simple"]
+    eff = eff[eff["kind"] != "simple"]
     assert list(eff.index) == ["curriculum: two_stage - one_stage", "describer: impression - labels",
                                "registration: affine_ecc - none", "curriculum x describer",
                                "curriculum x registration", "describer x registration"]
+    assert len(simple) == 12  # each factor within each level of each other factor
+    # the curriculum effect within each registration level (+-1/2 coding: CUR -+ INTER); they differ by the interaction
+    for level, truth in (("none", CUR - INTER), ("affine_ecc", CUR + INTER)):
+        row = simple.loc[f"curriculum: two_stage - one_stage at registration={level}"]
+        assert row["value"] == pytest.approx(truth, abs=1e-9) and row["lo"] <= truth <= row["hi"]
+    assert simple.loc["registration: affine_ecc - none at describer=impression", "value"] == pytest.approx(REG)
     assert set(eff["metric"]) == {"cmig"}  # FID is set-level: no draws, no effect CI
     want = {"registration: affine_ecc - none": REG, "curriculum: two_stage - one_stage": CUR,
             "describer: impression - labels": DES, "curriculum x registration": 2 * INTER,

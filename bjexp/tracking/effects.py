@@ -5,7 +5,9 @@ combination has a run); the seed is the replicate. For a headline metric `m` wit
 the cell's seeds):
 - main effect of F = mean over the cells at F's other level - mean over the cells at F's reference level;
 - interaction F x G = (effect of G at F's other level) - (effect of G at F's reference level),
-  each mean over the remaining factors.
+  each mean over the remaining factors;
+- simple effect "G at F=level" = G's effect within that level of F (mean over the remaining factors): the two
+  simple effects of G differ by the F x G interaction.
 
 CI: percentile bootstrap over test patients and seeds. Every run of the sweep is scored on the same pairs with the
 same `eval.bootstrap_seed`, so resample i is the same patients in every run (`<run>/bootstrap.npz`); each effect
@@ -118,6 +120,13 @@ def _contrasts(factors: dict[str, tuple[str, str]], cells: list[tuple]) -> list[
         # (G effect at F=other) - (G effect at F=ref) = (++ - +-) - (-+ - --), averaged over the other factors
         w = sign[:, i] * sign[:, j] * 4 / len(cells)
         out.append((f"{fs[i]} x {fs[j]}", "interaction", w))
+    # Simple effects, to read an interaction: G's effect within each level of F (the interaction is their difference).
+    for i, j in itertools.permutations(range(len(fs)), 2):
+        ref, other = factors[fs[j]]
+        for level_sign, level in ((-1.0, factors[fs[i]][0]), (1.0, factors[fs[i]][1])):
+            at = sign[:, i] == level_sign
+            w = np.where(at, sign[:, j] / (at.sum() / 2), 0.0)
+            out.append((f"{fs[j]}: {other} - {ref} at {fs[i]}={level}", "simple", w))
     return out
 
 
@@ -131,7 +140,8 @@ def explain(eff: pd.DataFrame) -> str:
           "eval.bootstrap_seed=0`.")
     return (f"Main effect = mean over the cells at the other level minus the reference level ({refs}), averaged over "
             "the other factors and the seeds; A x B = (effect of B at A's other level) - (effect of B at A's "
-            f"reference level). {ci}")
+            f"reference level); the second table: the effect of one factor within each level of another, whose "
+            f"difference is their interaction. {ci}")
 
 
 VERDICTS = {1: "recovered", 0: "not shown (CI holds 0)", -1: "contradicted"}
@@ -184,6 +194,16 @@ def _cell(row: pd.Series) -> dict:
 
 
 def markdown(eff: pd.DataFrame, info: dict[str, dict]) -> str:
+    """The main effects and interactions, then the simple effects (one factor within each level of another)."""
+    return "\n\n".join(_markdown(part) for part in _parts(eff))
+
+
+def _parts(eff: pd.DataFrame) -> list[pd.DataFrame]:
+    simple = eff["kind"] == "simple"
+    return [p for p in (eff[~simple], eff[simple]) if len(p)]
+
+
+def _markdown(eff: pd.DataFrame) -> str:
     metrics = list(dict.fromkeys(eff["metric"]))
     out = ["| effect | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for label, g in eff.groupby("effect", sort=False):
@@ -193,6 +213,10 @@ def markdown(eff: pd.DataFrame, info: dict[str, dict]) -> str:
 
 
 def html_table(eff: pd.DataFrame, info: dict[str, dict]) -> str:
+    return "<p></p>".join(_html_table(part) for part in _parts(eff))
+
+
+def _html_table(eff: pd.DataFrame) -> str:
     import html
 
     metrics = list(dict.fromkeys(eff["metric"]))
