@@ -1,15 +1,17 @@
 """CPU threads, set by the product rather than by the user.
 
 Intra-op threads = the CPUs this process may use: its affinity mask (`taskset`, cgroups, a confining SLURM node),
-capped by the SLURM allocation (a node that does not confine CPUs still reports them all in the mask). The
-`trainer.threads` key overrides it. `SetThreads` applies it at the start of every Hydra job of every stage entry
-point (registered once in conf/config.yaml's `hydra.callbacks`), in the job's own process, so each job of a
-local or SLURM sweep is sized to its own share. DataLoader workers need nothing: PyTorch gives each worker one
-thread. Registration pool workers set OpenCV and ITK to one thread each (one pair per core).
+capped by the SLURM allocation (a node that does not confine CPUs still reports them all in the mask) and by
+OMP_NUM_THREADS when the user sets it. The `trainer.threads` key overrides it. `SetThreads` applies it at the start
+of every Hydra job of every stage entry point (registered once in conf/config.yaml's `hydra.callbacks`), in the
+job's own process, so each job of a local or SLURM sweep is sized to its own share. DataLoader workers need
+nothing: PyTorch gives each worker one thread. Registration pool workers set OpenCV and ITK to one thread each (one
+pair per core).
 
 OpenMP's wait policy is libgomp's default unless the user sets OMP_WAIT_POLICY (before torch's import: libgomp
-reads it once). Running jobs side by side on few cores, set OMP_WAIT_POLICY=PASSIVE or trainer.threads=1: spinning
-threads of one job starve the other (benchmarks/results/wait_policy.md).
+reads it once). Running jobs side by side on few cores, give each its share (taskset, OMP_NUM_THREADS or
+trainer.threads) or set OMP_WAIT_POLICY=PASSIVE: spinning threads of one job starve the other
+(benchmarks/results/wait_policy.md).
 """
 from __future__ import annotations
 
@@ -35,14 +37,20 @@ def slurm_cpus(env: Mapping[str, str]) -> int | None:
     return max(1, int(env["SLURM_CPUS_ON_NODE"]) // max(1, int(tasks.group()) if tasks else 1))
 
 
+def omp_limit(env: Mapping[str, str]) -> int | None:
+    """OMP_NUM_THREADS as a number (its first level, e.g. '4,2' -> 4), None when unset or not a positive integer."""
+    m = re.match(r"\s*(\d+)", env.get("OMP_NUM_THREADS") or "")
+    return int(m.group(1)) if m and int(m.group(1)) > 0 else None
+
+
 def allowed_cpus(env: Mapping[str, str] | None = None, affinity: set[int] | None = None) -> int:
-    """The CPUs this process may use: its affinity mask, capped by its SLURM allocation."""
+    """The CPUs this process may use: its affinity mask, capped by its SLURM allocation and by OMP_NUM_THREADS
+    (a user's explicit limit, e.g. for jobs side by side)."""
     env = os.environ if env is None else env
     if affinity is None:
         affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
-    n = len(affinity)
-    slurm = slurm_cpus(env)
-    return max(1, min(n, slurm) if slurm else n)
+    caps = [c for c in (slurm_cpus(env), omp_limit(env)) if c]
+    return max(1, min([len(affinity), *caps]))
 
 
 def apply(threads: int | None = None) -> int:

@@ -17,6 +17,10 @@ from conftest import REPO, compose
     ({"SLURM_CPUS_ON_NODE": "6", "SLURM_NTASKS_PER_NODE": "3", "SLURM_TASKS_PER_NODE": "1"}, set(range(16)), 2),
     ({"SLURM_CPUS_ON_NODE": "3"}, set(range(16)), 3),
     ({"SLURM_CPUS_ON_NODE": "2", "SLURM_TASKS_PER_NODE": "4"}, {0, 1}, 1),  # fewer CPUs than tasks: still 1
+    ({"OMP_NUM_THREADS": "1"}, {0, 1}, 1),  # the user's explicit limit (two jobs side by side on two cores)
+    ({"OMP_NUM_THREADS": "8"}, {0, 1}, 2),  # never more than the mask
+    ({"OMP_NUM_THREADS": "3,1", "SLURM_CPUS_PER_TASK": "4"}, set(range(8)), 3),  # nested form: its first level
+    ({"OMP_NUM_THREADS": "auto"}, {0, 1}, 2),  # not a number: ignored
 ])
 def test_allowed_cpus_from_mask_and_slurm(env, affinity, expected):
     assert allowed_cpus(env, affinity) == expected
@@ -32,7 +36,8 @@ CHILD = ("import torch, cv2; from bjexp.threads import allowed_cpus, apply; n = 
 
 def _child(env=None, cpus=None):
     p = subprocess.run([sys.executable, "-c", CHILD], cwd=REPO, capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+                       env={**{k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"},
+                            "PYTHONPATH": str(REPO), **(env or {})},
                        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     assert p.returncode == 0, p.stderr[-2000:]
     return [int(x) for x in p.stdout.split()]
@@ -43,6 +48,7 @@ def test_a_real_affinity_mask_and_slurm_allocation_set_the_threads():
     one = min(os.sched_getaffinity(0))
     assert _child(cpus={one}) == [1, 1, 1, 1]
     assert _child(env={"SLURM_CPUS_PER_TASK": "1"}) == [1, 1, 1, 1]
+    assert _child(env={"OMP_NUM_THREADS": "1"}) == [1, 1, 1, 1]
     n = len(os.sched_getaffinity(0))
     assert _child()[:3] == [n, n, n]
 
