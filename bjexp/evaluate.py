@@ -19,7 +19,8 @@ from bjexp.eval import suite
 from bjexp.eval.draws import DRAWS, write_draws
 from bjexp.instantiate import instantiate
 from bjexp.io import write_json
-from bjexp.sample import sample_dir, test_rows
+from bjexp.runstate import sample_dir, vae_dir
+from bjexp.sample import test_rows
 from bjexp.tracking.report import grid_rows, write_grid, write_run_report
 
 schema.register()
@@ -105,8 +106,6 @@ def write_probe_figures(run_dir: Path, results: dict, sub, gen, cur, bank) -> No
 def write_pair_grid(run_dir: Path, sub, prior, gen, cur, n: int, findings) -> Path:
     """grid.png: prior | generated | the real current's VAE round trip (what the latent keeps, when the sample stage
     wrote it) | real current, for `n` pairs of distinct patients, changed pairs first."""
-    from bjexp.sample import vae_dir
-
     rows = grid_rows(sub, n, findings)
     cols = {"prior": prior[rows], "generated": gen[rows]}
     vae = vae_dir(run_dir)

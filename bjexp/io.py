@@ -215,6 +215,14 @@ def bytes_hash(data: bytes, length: int = 16) -> str:
     return hashlib.sha256(data).hexdigest()[:length]
 
 
+def images_hash(images: Any) -> str:
+    """Content hash of an image set (an array; order-sensitive, shape included)."""
+    import numpy as np
+
+    images = np.ascontiguousarray(images)
+    return bytes_hash(repr(images.shape).encode() + images.tobytes())
+
+
 def files_hash(paths: list[str | Path], length: int = 16) -> str:
     """Content hash over a list of files (order-sensitive)."""
     h = hashlib.sha256()

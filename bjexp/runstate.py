@@ -171,10 +171,17 @@ def claim(cfg: DictConfig, run_dir: Path) -> None:
         check_readable(ckpt)
 
 
+def sample_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "samples"
+
+
+def vae_dir(run_dir: Path) -> Path:
+    """The real currents after a round trip through the generator's autoencoder (what its latent space keeps)."""
+    return Path(run_dir) / "samples_vae"
+
+
 def discard_samples(run_dir: Path) -> None:
     """Remove what sampling and evaluation wrote (samples, results, report, grid); the training is kept."""
-    from bjexp.sample import sample_dir
-
     shutil.rmtree(sample_dir(run_dir), ignore_errors=True)
     for name in ("results.json", "report.md", "grid.png"):
         (Path(run_dir) / name).unlink(missing_ok=True)

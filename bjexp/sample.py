@@ -19,6 +19,7 @@ from bjexp.imaging import write_png
 from bjexp.models.encoders import EncodedText
 from bjexp.models.guidance import pair_generator
 from bjexp.progress import progress
+from bjexp.runstate import sample_dir, vae_dir
 
 schema.register()
 
@@ -29,15 +30,6 @@ PROMPT_INDEX = {"text": "text", "current_report": "report"}
 def test_rows(df: pd.DataFrame, max_pairs: int | None) -> np.ndarray:
     rows = np.flatnonzero((df["split"] == "test").to_numpy())
     return rows[:max_pairs] if max_pairs else rows
-
-
-def sample_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "samples"
-
-
-def vae_dir(run_dir: Path) -> Path:
-    """The real currents after a round trip through the generator's autoencoder (what its latent space keeps)."""
-    return Path(run_dir) / "samples_vae"
 
 
 def conditions(data, rows, prompt: str = "text", cached: bool = True) -> dict:

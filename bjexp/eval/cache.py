@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bjexp.eval.fid import images_hash
 from bjexp.eval.metrics import Predictions, Predictor
-from bjexp.io import atomic_write
+from bjexp.io import atomic_write, images_hash
 
 _ARRAYS = ("race", "age", "sex", "features")
 

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from bjexp import assets
 from bjexp.eval.registry import Metric
 from bjexp.imaging import grey_to_rgb_uint8, uint8_to_xrv
-from bjexp.io import bytes_hash
+from bjexp.io import images_hash
 
 XRV_EXTRACTOR = "xrv-densenet121-features2"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
@@ -123,12 +123,6 @@ def fid_from_features(features_1: np.ndarray | torch.Tensor, features_2: np.ndar
     b = (b - mu_b) / math.sqrt(len(b) - 1)
     tr_covmean = torch.linalg.svdvals(a @ b.T).sum()
     return float((mu_a - mu_b).square().sum() + a.square().sum() + b.square().sum() - 2 * tr_covmean)
-
-
-def images_hash(images: np.ndarray) -> str:
-    """Content hash of an image set (order-sensitive; shape included)."""
-    images = np.ascontiguousarray(images)
-    return bytes_hash(repr(images.shape).encode() + images.tobytes())
 
 
 def weights_file(extractor: str, *, xrv_weights: str, xrv_dir: str | Path, inception_weights: str | Path,

@@ -377,7 +377,7 @@ def image_section(runs, n: int) -> str:
     current) | real current, one pair per patient, changed pairs first."""
     from bjexp.data import manifest as mf
     from bjexp.imaging import read_grey
-    from bjexp.sample import sample_dir, vae_dir
+    from bjexp.runstate import sample_dir, vae_dir
     from bjexp.tracking.report import grid_rows, write_grid
 
     import tempfile
