@@ -21,6 +21,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from bjexp import cli, schema
+from bjexp.errors import ConfigError
 from bjexp.io import atomic_write
 from bjexp.tracking.report import SPECIALIZING, headline, legend, merged_info, metric_info, metrics_table
 
@@ -70,7 +71,7 @@ def with_columns(info: dict[str, dict], columns) -> dict[str, dict]:
         return info
     bad = [c for c in columns if c not in info]
     if bad:
-        raise ValueError(f"report.columns: {bad} not among these runs' metrics {list(info)}")
+        raise ConfigError(f"report.columns: {bad} not among these runs' metrics {list(info)}")
     rest = {n: {**m, "headline": False} for n, m in info.items() if n not in columns}
     return {**{c: {**info[c], "headline": True} for c in columns}, **rest}
 
@@ -100,7 +101,7 @@ def write(root: Path, rcfg=None, logger_cfg=None, baselines: dict[str, str] | No
     eff = effects.sweep_effects(found, info, refs)
     expected = list(getattr(rcfg, "planted", None) or [])
     if expected and eff is None:
-        raise ValueError(f"report.planted: {root} is not a two-level factorial sweep, so it has no effects to check")
+        raise ConfigError(f"report.planted: {root} is not a two-level factorial sweep, so it has no effects to check")
     check = effects.planted(eff, expected) if expected else None
     if eff is not None:
         with atomic_write(root / "effects.csv", "w") as f:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from bjexp import report
+from bjexp.errors import ConfigError
 from bjexp.eval.draws import write_draws
 
 INFO = {"cmig": {"description": "CMIG", "direction": "higher", "headline": True, "bootstrap": True, "unit": "%"},
@@ -136,7 +137,7 @@ def test_planted_effects_get_a_verdict_from_their_ci(tmp_path):
     assert "Planted by construction" in out["html"].read_text()
 
     bad = OmegaConf.structured(ReportConfig(planted=[{"effect": "registration: on - off", "metric": "cmig", "sign": "+"}]))
-    with pytest.raises(ValueError, match=r"no effect 'registration: on - off'.*registration: affine_ecc - none / cmig"):
+    with pytest.raises(ConfigError, match=r"no effect 'registration: on - off'.*registration: affine_ecc - none / cmig"):
         report.write(tmp_path, bad, baselines=BASE)
 
 

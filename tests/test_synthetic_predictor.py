@@ -6,6 +6,7 @@ import pytest
 
 from conftest import TINY, compose
 
+from bjexp.errors import ConfigError
 from bjexp.evaluate import build_predictor
 
 
@@ -30,5 +31,5 @@ def test_the_predictor_trains_once_on_its_world_and_loads_by_path(cache_dir):
 def test_a_predictor_without_path_or_world_says_what_it_needs():
     from bjexp.eval.synthetic_classifier import load_predictor
 
-    with pytest.raises(ValueError, match="give `path`.*`world`, `training` and `cache_dir`"):
+    with pytest.raises(ConfigError, match="give `path`.*`world`, `training` and `cache_dir`"):
         load_predictor(world={"n_patients": 3})

@@ -16,6 +16,7 @@ from bjexp.data.phantom import N_RACE
 from bjexp.eval.metrics import Predictions
 from bjexp.imaging import uint8_to_model
 from bjexp.eval.trained_nets import is_saved, load_net, save_net
+from bjexp.errors import ConfigError
 from bjexp.io import cache_lock, config_hash
 from bjexp.progress import progress
 
@@ -119,7 +120,7 @@ def load_predictor(path: str | Path | None = None, world: Any = None, training: 
     is `world`."""
     if path is None:
         if world is None or training is None or cache_dir is None:
-            raise ValueError("eval.predictor: give `path` (a saved classifier) or `world`, `training` and `cache_dir` "
+            raise ConfigError("eval.predictor: give `path` (a saved classifier) or `world`, `training` and `cache_dir` "
                              "(conf/eval/synthetic.yaml)")
         from bjexp.data.synthetic import world_folder
 

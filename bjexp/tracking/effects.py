@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bjexp.errors import ConfigError
 from bjexp.eval.draws import DRAWS, read_draws
 from bjexp.tracking.report import fmt, headline
 
@@ -157,10 +158,10 @@ def planted(eff: pd.DataFrame, expected) -> pd.DataFrame:
         key = (e["effect"], e["metric"])
         if key not in by:
             known = sorted({f"{a} / {b}" for a, b in by})
-            raise ValueError(f"report.planted: no effect {key[0]!r} on metric {key[1]!r} in this sweep; it has: "
+            raise ConfigError(f"report.planted: no effect {key[0]!r} on metric {key[1]!r} in this sweep; it has: "
                              + "; ".join(known))
         if str(e["sign"]) not in ("+", "-"):
-            raise ValueError(f"report.planted: sign {e['sign']!r} for {key}: expected '+' or '-'")
+            raise ConfigError(f"report.planted: sign {e['sign']!r} for {key}: expected '+' or '-'")
         r, s = by[key], 1.0 if str(e["sign"]) == "+" else -1.0
         if math.isnan(r["lo"]):
             verdict = "sign only (no CI): " + ("as planted" if s * r["value"] > 0 else "against")
