@@ -1,5 +1,4 @@
 """Every option of every group and every experiment composes; typos fail at compose time, naming the key."""
-from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
