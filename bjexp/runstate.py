@@ -181,7 +181,8 @@ def vae_dir(run_dir: Path) -> Path:
 
 
 def discard_samples(run_dir: Path) -> None:
-    """Remove what sampling and evaluation wrote (samples, results, report, grid); the training is kept."""
+    """Remove what sampling and evaluation wrote (samples, results, report, grid); the training is kept, and so are
+    the VAE round trips (samples_vae/: they do not depend on the sampler settings)."""
     shutil.rmtree(sample_dir(run_dir), ignore_errors=True)
     for name in ("results.json", "report.md", "grid.png"):
         (Path(run_dir) / name).unlink(missing_ok=True)
