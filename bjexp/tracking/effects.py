@@ -163,11 +163,11 @@ def planted(eff: pd.DataFrame, expected) -> pd.DataFrame:
         if str(e["sign"]) not in ("+", "-"):
             raise ConfigError(f"report.planted: sign {e['sign']!r} for {key}: expected '+' or '-'")
         r, s = by[key], 1.0 if str(e["sign"]) == "+" else -1.0
+        lo, hi = sorted((s * r["lo"], s * r["hi"]))  # the CI on the planted side's scale
         if math.isnan(r["lo"]):
             verdict = "sign only (no CI): " + ("as planted" if s * r["value"] > 0 else "against")
         else:
-            verdict = VERDICTS[1 if s * r["lo"] > 0 and s * r["hi"] > 0 else -1 if s * r["lo"] < 0 and s * r["hi"] < 0
-                               else 0]
+            verdict = VERDICTS[1 if lo > 0 else -1 if hi < 0 else 0]
         rows.append({"effect": key[0], "metric": key[1], "planted": str(e["sign"]), "why": e.get("why") or "",
                      "measured": _signed(r), "verdict": verdict})
     return pd.DataFrame(rows, columns=["effect", "metric", "planted", "why", "measured", "verdict"])
@@ -181,13 +181,7 @@ def planted_markdown(check: pd.DataFrame) -> str:
 
 
 def planted_html(check: pd.DataFrame) -> str:
-    import html
-
-    cols = ["effect", "metric", "planted", "measured", "verdict", "why"]
-    head = "".join(f"<th>{c}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(getattr(r, c)))}</td>" for c in cols) + "</tr>"
-                   for r in check.itertuples())
-    return f"<table border=1 cellpadding=4><tr>{head}</tr>{body}</table>"
+    return check[["effect", "metric", "planted", "measured", "verdict", "why"]].to_html(index=False, border=1)
 
 
 def _cell(row: pd.Series) -> dict:
