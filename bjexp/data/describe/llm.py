@@ -27,7 +27,7 @@ import httpx
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from bjexp.data.describe import result
+from bjexp.data.describe import options, result
 from bjexp.errors import UserError
 from bjexp.io import Mode, atomic_write, private_mode
 from bjexp.schema.describer import LLMDescriberConfig
@@ -91,8 +91,7 @@ class LLMDescriber:
                         f"describer.{k} is not set. describer=llm needs describer.endpoint=<URL of an "
                         "OpenAI-compatible /chat/completions you may send MIMIC notes to> and describer.model=<name>; "
                         f"the key is read from ${cfg.get('api_key_env', 'BJEXP_LLM_API_KEY')}.")
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        kw = {k: v for k, v in dict(cfg).items() if k not in ("name", "_target_")}
+        kw = options(cfg)
         cdir = kw.pop("cache_dir", None) or (Path(cache_dir) / "llm" if cache_dir else None)
         if cdir is None:
             raise LLMConfigError("describer=llm needs describer.cache_dir or paths.cache_dir for its request cache")
