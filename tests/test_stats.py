@@ -26,6 +26,23 @@ def test_auroc_hand_cases():
     assert math.isnan(stats.auroc([0.1, 0.2], [1, 1]))
 
 
+def test_auroc_is_bit_identical_to_the_rank_sum_formula():
+    """The counting form gives exactly the value the rank-sum form gives (what every run scored before it)."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(3)
+    for n, levels in [(483, 7), (483, None), (1000, 2), (31, 3)]:
+        for _ in range(30):
+            y = rng.random(n) < rng.uniform(0.05, 0.95)
+            s = rng.integers(0, levels, n) / levels if levels else rng.random(n).astype(np.float32).astype(float)
+            if not 0 < y.sum() < n:
+                continue
+            n1, n0 = int(y.sum()), int((~y).sum())
+            reference = float((rankdata(s)[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+            assert stats.auroc(s, y) == reference  # exact, not approx
+    assert math.isnan(stats.auroc([0.1, np.nan, 0.3], [0, 1, 1]))
+
+
 def test_multiclass_auroc_matches_sklearn():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 200)
