@@ -88,13 +88,22 @@ def _decode_lung_masks(size: int) -> np.ndarray:
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "semantic_masks_v7labs_lungs.zip"
     if not path.is_file():
         raise FileNotFoundError(f"lung masks not found at {path} (reinstall torchxrayvision==1.5.7)")
-    masks = []
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bjexp.threads import allowed_cpus
+
+    def decode(data: bytes) -> np.ndarray | None:  # OpenCV releases the GIL: the masks decode on every core
+        a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+        return None if a is None else cv2.resize((a > 127).astype(np.float32), (size, size),
+                                                 interpolation=cv2.INTER_AREA) > 0.5
+
     with zipfile.ZipFile(path) as z:
-        for name in sorted(n for n in z.namelist() if not n.endswith("/")):
-            a = cv2.imdecode(np.frombuffer(z.read(name), np.uint8), cv2.IMREAD_GRAYSCALE)
+        files = [z.read(n) for n in sorted(n for n in z.namelist() if not n.endswith("/"))]
+    masks = []
+    with ThreadPoolExecutor(allowed_cpus()) as pool:
+        for a in pool.map(decode, files):
             if a is None:
                 continue
-            a = cv2.resize((a > 127).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) > 0.5
             half = size // 2
             left, right = a[:, :half].mean(), a[:, half:].mean()
             if 0.15 < left < 0.55 and 0.15 < right < 0.55 and abs(left - right) < 0.12:
