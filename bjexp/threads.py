@@ -15,10 +15,11 @@ trainer.threads) or set OMP_WAIT_POLICY=PASSIVE: spinning threads of one job sta
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from hydra.experimental.callback import Callback
 
@@ -64,6 +65,25 @@ def apply(threads: int | None = None) -> int:
     torch.set_num_threads(n)
     cv2.setNumThreads(n)
     return n
+
+
+INSTRUMENT_THREADS = 2  # what the miniature world's instruments train with, on any machine (see pinned)
+
+
+@contextlib.contextmanager
+def pinned(n: int = INSTRUMENT_THREADS) -> Iterator[None]:
+    """torch's intra-op threads = `n` inside. A model trained in here is the same on every machine, whatever its
+    core count: float sums split across threads differ with their number (the miniature world's classifier
+    trained with one thread and with two end with different weights). Two is what every run and study here trained
+    the evaluation classifier and segmenter with, so their cached copies stay valid."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class SetThreads(Callback):

@@ -69,3 +69,20 @@ def test_importing_bjexp_leaves_the_openmp_wait_policy_to_libgomp_or_the_user():
                                    capture_output=True, text=True, timeout=60).stdout.strip()
     assert run(env) == "unset"
     assert run({**env, "OMP_WAIT_POLICY": "PASSIVE"}) == "PASSIVE"
+
+
+def test_pinned_sets_the_threads_inside_and_restores_them_after_an_error():
+    import torch
+
+    from bjexp.threads import INSTRUMENT_THREADS, pinned
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        with pytest.raises(RuntimeError):
+            with pinned():
+                assert torch.get_num_threads() == INSTRUMENT_THREADS
+                raise RuntimeError("boom")
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bjexp import assets
+from bjexp import assets, threads
 from bjexp.imaging import uint8_to_model, uint8_to_xrv
 from bjexp.eval.trained_nets import is_saved, load_net, save_net
-from bjexp.io import config_hash
+from bjexp.io import cache_lock, config_hash
 from bjexp.progress import progress
 
 STRUCTURES = ("Left lung", "Right lung", "Heart")  # the patient's left lung is on the image's right
@@ -116,6 +116,12 @@ def train_synthetic(npz_path: str | Path, cache_dir: str | Path, *, steps: int =
     out = Path(cache_dir) / "segmenter" / f"synthetic-{key}"
     if is_saved(out):
         return out
+    with cache_lock(out), threads.pinned():  # one builder at a time; the same net on every machine
+        return out if is_saved(out) else _train_segmenter(npz_path, out, key, steps, batch_size, lr, width, seed)
+
+
+def _train_segmenter(npz_path, out: Path, key: str, steps: int, batch_size: int, lr: float, width: int,
+                     seed: int) -> Path:
     data = np.load(npz_path)
     if "masks" not in data.files:
         raise ValueError(f"{npz_path} has no masks: it was made by a miniature world before version 4")

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
+from bjexp import threads
 from bjexp.data.phantom import N_RACE
 from bjexp.eval.metrics import Predictions
 from bjexp.imaging import uint8_to_model
@@ -74,7 +75,7 @@ def train_classifier(npz_path: Path, ccfg, cache_dir: Path, seed: int = 0) -> Pa
     out = Path(cache_dir) / "classifier" / f"synthetic-{key}"
     if is_saved(out):
         return out
-    with cache_lock(out):  # concurrent sweep jobs: one trains, the others wait and reuse it
+    with cache_lock(out), threads.pinned():  # the same instrument on every machine (threads.pinned)
         return out if is_saved(out) else _train_classifier(data, ccfg, seed, key, out)
 
 
