@@ -34,17 +34,24 @@ def _model_cfg(enc: DictConfig, image_size: int, folder: Path) -> dict:
 
 
 def _write_bert_files(folder: Path, corpus: list[str], enc: DictConfig) -> None:
-    """A WordPiece vocabulary learnt offline from the corpus + a tiny BERT config (the files BiomedCLIP ships)."""
-    from tokenizers import BertWordPieceTokenizer
+    """A WordPiece vocabulary of the corpus + a tiny BERT config (the files BiomedCLIP ships): with BERT's own
+    normalisation and pre-tokenisation, every character (as a word start and as a continuation) and every word
+    whole. Built, not learnt: the tokenizers WordPiece trainer breaks ties in hash order, so each process learnt
+    another vocabulary (3 of 3 differed), hence another encoder and generator from an empty cache."""
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
     from transformers import BertConfig, BertTokenizerFast
 
-    wp = BertWordPieceTokenizer(lowercase=True)
-    wp.train_from_iterator(corpus, vocab_size=2000, min_frequency=1, show_progress=False)
-    wp.save_model(str(folder))
+    norm, pre = BertNormalizer(lowercase=True), BertPreTokenizer()
+    words = sorted({w for text in corpus for w, _ in pre.pre_tokenize_str(norm.normalize_str(text))})
+    chars = sorted({c for w in words for c in w})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars),
+             *(w for w in words if len(w) > 1)]  # [PAD] is id 0: _pretrain drops all-padding columns by it
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     # transformers 5 takes the vocabulary as `vocab=` (a `vocab_file=` keyword is silently ignored: all [UNK]).
     BertTokenizerFast(vocab=str(folder / "vocab.txt"), model_max_length=enc.max_length).save_pretrained(folder)
     t = enc.tiny
-    BertConfig(vocab_size=wp.get_vocab_size(), hidden_size=t.width, num_hidden_layers=t.layers,
+    BertConfig(vocab_size=len(vocab), hidden_size=t.width, num_hidden_layers=t.layers,
                num_attention_heads=t.heads, intermediate_size=4 * t.width,
                max_position_embeddings=max(512, enc.max_length)).save_pretrained(folder)
 
@@ -58,10 +65,10 @@ def build_tiny_encoder(enc: DictConfig, manifest_df, image_size: int, cache_dir:
     paths = {**dict(zip(train["prior_path"], reports["prior"])), **dict(zip(train["current_path"], reports["current"]))}
     texts = [imp or fin for fin, imp in map(stored_sections, paths.values())]
     vocabulary = sorted(set(texts) | set(paths.values()) | set(manifest_df["text"].fillna("").astype(str)))
-    # "wordpiece-v2": folders built before the tokenizer fix had a 5-token vocabulary; never reuse them. The texts
-    # are in the key: a world with new report wording builds a new encoder.
+    # "wordpiece-v3": the vocabulary is built from the corpus (v2's was learnt, differently in every process; v1's
+    # had 5 tokens); never reuse older folders. The texts are in the key: new report wording builds a new encoder.
     corpus = bytes_hash("\x00".join([*texts, *vocabulary]).encode())
-    key = config_hash(enc, image_size, seed, sorted(train["pair_id"].tolist())[:50], len(train), "wordpiece-v2", corpus)
+    key = config_hash(enc, image_size, seed, sorted(train["pair_id"].tolist())[:50], len(train), "wordpiece-v3", corpus)
     out = Path(cache_dir) / "encoders" / f"{enc.name}-{key}"
     if (out / "open_clip_config.json").is_file():
         return out
