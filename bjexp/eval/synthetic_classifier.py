@@ -75,7 +75,7 @@ def train_classifier(npz_path: Path, ccfg, cache_dir: Path, seed: int = 0) -> Pa
     out = Path(cache_dir) / "classifier" / f"synthetic-{key}"
     if is_saved(out):
         return out
-    with cache_lock(out), threads.pinned():  # the same instrument on every machine (threads.pinned)
+    with cache_lock(out), threads.pinned():  # one sweep job trains, the others wait; the same net on any machine
         return out if is_saved(out) else _train_classifier(data, ccfg, seed, key, out)
 
 
