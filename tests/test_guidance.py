@@ -10,7 +10,7 @@ from bjexp.models.encoders import EncodedText
 from bjexp.models.unet import tiny_unet, widen_conv_in
 
 UCFG = OmegaConf.create({"block_out_channels": [32, 32], "attention": [True, False], "layers_per_block": 1,
-                         "attention_head_dim": 8, "norm_num_groups": 8})
+                         "head_width": 8, "norm_num_groups": 8})
 
 
 def test_cfg_dropout_rates_within_tolerance():

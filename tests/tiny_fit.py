@@ -18,7 +18,7 @@ from bjexp.workflow import Data
 
 OVERRIDES = ["trainer.max_steps=4", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
              "trainer.checkpoint_every_n_steps=1000", "model.optim.batch_size=4", "model.unet.block_out_channels=[16,32]",
-             "model.unet.attention=[true,false]", "model.unet.attention_head_dim=8", "model.unet.norm_num_groups=8"]
+             "model.unet.attention=[true,false]", "model.unet.head_width=8", "model.unet.norm_num_groups=8"]
 
 
 class FrozenStub(TextEncoder):

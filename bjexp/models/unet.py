@@ -15,10 +15,13 @@ def tiny_unet(ucfg: DictConfig, in_channels: int, out_channels: int, cross_atten
                          f"{list(ucfg.block_out_channels)}, at least one true (text enters through cross-attention)")
     down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention]
     up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)]
+    # diffusers' `attention_head_dim` is, for legacy reasons, the number of heads (diffusers issue 2011): passing a
+    # width there gave 32 heads of 2 channels each. Per level: heads = width // head_width.
+    heads = [max(1, w // ucfg.head_width) for w in ucfg.block_out_channels]
     return UNet2DConditionModel(sample_size=sample_size, in_channels=in_channels, out_channels=out_channels,
                                 block_out_channels=list(ucfg.block_out_channels), layers_per_block=ucfg.layers_per_block,
                                 down_block_types=down, up_block_types=up, cross_attention_dim=cross_attention_dim,
-                                attention_head_dim=ucfg.attention_head_dim, norm_num_groups=ucfg.norm_num_groups)
+                                attention_head_dim=heads, norm_num_groups=ucfg.norm_num_groups)
 
 
 @torch.no_grad()

@@ -31,7 +31,8 @@ class TinyUNetConfig:
     # has it: CPU attention at the finer levels costs more than the whole rest of the step (train_throughput).
     attention: list[bool] = field(default_factory=lambda: [False, False, True])
     layers_per_block: int = 1
-    attention_head_dim: int = 32
+    # Channels per attention head (a level of width w has w // head_width heads, at least one).
+    head_width: int = 32
     norm_num_groups: int = 16
 
 
