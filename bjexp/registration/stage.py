@@ -15,6 +15,7 @@ OpenMP, rich's refresh, W&B) may hold a lock mid-fork; a worker that dies or wor
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing as mp
@@ -254,8 +255,13 @@ def _pool_map(todo: dict[str, PairTask], reg: dict, workers: int, stall_s: float
 
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(reg, events))
     try:
-        pending = {pool.submit(_work, t) for t in todo.values()}
-        while pending:
+        # A bounded window of futures: wait() re-arms every pending future on each call, so submitting all
+        # 3,169 at once made the parent spend a core of its own (O(n^2)) beside the workers.
+        queued, pending = iter(todo.values()), set()
+        while True:
+            pending |= {pool.submit(_work, t) for t in itertools.islice(queued, 4 * workers - len(pending))}
+            if not pending:
+                break
             done, pending = wait(pending, timeout=min(stall_s, 5.0) if stall_s else None, return_when=FIRST_COMPLETED)
             for fut in done:
                 try:
