@@ -20,7 +20,7 @@ import json, statistics, sys, time
 import torch, torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 torch.manual_seed(0); torch.set_num_threads(int(sys.argv[1]))
-attn = [False, False, True]
+attn = [False, False, True]  # the tiny UNet of 2026-11 (and its 32 heads of 2 channels: see bjexp/models/unet.py)
 u = UNet2DConditionModel(sample_size=16, in_channels=8, out_channels=4, block_out_channels=[32, 64, 64],
     layers_per_block=1, down_block_types=["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn],
     up_block_types=["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)], cross_attention_dim=64,
