@@ -1,16 +1,18 @@
-"""The miniature world's science on a smaller, faster variant of it (a third of the patients, short pretraining and
-a short fit; every stage of the default job runs, with the default model): BiomedJourney follows the text where a
-finding changes and keeps the patient — and the same lines fail for a model that ignores the prior (text-only) or
-ignores the text (identity). Not a timed test: it asserts metrics, with their CIs, against fixed lines.
+"""The miniature world's science on a small, fast variant of it: 32 px images, 200 patients, short VAE, encoder and
+classifier training and a 600-update fit of the default model; every stage of the default job runs. BiomedJourney
+must follow the text where a finding changes and keep the patient, and the same lines must fail for a model that
+copies the prior (identity) and for one that ignores it (text-only). Not a timed test: it asserts metrics, with
+their CIs, against fixed lines.
 
-The lines are what the default configuration reaches at this budget, with a margin (calibrated 2026-12-01 on the
-2-core AMD EPYC machine; measured: changed-findings AUROC 0.31 [0.24, 0.38], Effusion 0.49 [0.33, 0.67], race-like
-AUROC 0.76 [0.67, 0.83], sex 0.75 [0.65, 0.85], age r 0.70 [0.56, 0.78]; copying the prior scores changed 0.01).
-The default does not follow the text "well above 0.5" after a short fit (at the full default it reaches 0.22 on
-changed findings; text-following appears between 1,000 and 2,000 updates, README "Measured"), so the generator
-line here is "well above copying the prior". The three tests take 9 min 21 s on 2 quiet cores (AMD EPYC; the
-world, VAE, encoder and classifier are built once, by the first): `make test-all`. Re-checked on the current
-default (cross-attention at 8 px, 32-channel heads; 2026-12-02): 3 passed in 7 min 29 s (AMD EPYC family 26).
+Calibrated 2026-12-02 on the 2-core AMD EPYC (family 26) machine, seeds 0 and 1 of this variant (the test runs
+seed 0): changed-findings AUROC 0.64 / 0.52 (CI low 0.56 / 0.42; copying the prior: 0.11 / 0.09, CI high 0.17 /
+0.15), Effusion 0.99 / 0.81, identity similarity 0.58 / 0.56 (low 0.54 / 0.51), age r low 0.23 / 0.20; a text-only
+generator (measured at 300 patients, 400 updates): identity similarity 0.44 (high 0.47), age r 0.02 (low -0.17). Race-like AUROC and sex accuracy are not lines here: at this budget
+they depend on the seed (race 0.82 on seed 0, 0.58 on seed 1; sex 0.56-0.67) — the full default reaches them.
+The first two run in the default suite, 3 min 12 s together (175 s + 16 s: the first builds the world, VAE,
+encoder and classifier they share; measured on that machine beside a niced sweep); the text-only control trains a
+second generator (129 s) and is `slow` (`make test-all`). "About a minute" does not hold: a 300-update fit (55 s)
+followed the text and kept the patient on seed 0 only (race 0.57, Effusion 0.41 on seed 2).
 """
 from __future__ import annotations
 
@@ -23,12 +25,11 @@ import pytest
 
 from conftest import REPO
 
-pytestmark = pytest.mark.slow
-
 FAST_WORLD = [
-    "data.n_patients=300", "data.classifier_images=2000", "eval.classifier.steps=500", "model.vae.train_steps=250",
-    "encoder.tiny.pretrain_steps=80", "trainer.max_steps=600", "trainer.val_check_interval=300",
-    "trainer.checkpoint_every_n_steps=300", "eval.n_bootstrap=300", "logger=none",
+    "data.image_size=32", "model.image_size=32", "data.n_patients=200", "data.classifier_images=1500",
+    "eval.classifier.steps=400", "model.vae.train_steps=200", "encoder.tiny.pretrain_steps=80",
+    "trainer.max_steps=600", "model.optim.batch_size=32", "trainer.val_check_interval=600",
+    "trainer.checkpoint_every_n_steps=600", "eval.n_bootstrap=300", "logger=none",
     "eval.probes=[]", "eval.metrics.anatomy_dice=null",  # not what these lines read: no segmenter, no probes
 ]
 
@@ -38,12 +39,12 @@ def lines(m: dict) -> list[str]:
     lo = lambda k: m[f"test/{k}"]["lo"]  # noqa: E731
     checks = {
         # where the text says a finding appeared or resolved, the image shows it far more often than the prior does
-        "changed-findings AUROC lo > 0.15": lo("pathology_auroc_changed") > 0.15,
-        "Effusion changed AUROC > 0.3": m["test/pathology_auroc_changed/Effusion"]["value"] > 0.3,
-        # the patient is kept: race-like class, sex and age read off the generated image, above chance
-        "race-like AUROC lo > 0.55": lo("race_auroc") > 0.55,
-        "sex accuracy lo > 0.55": lo("sex_accuracy") > 0.55,
-        "age r lo > 0.3": lo("age_r") > 0.3,
+        "changed-findings AUROC above copying the prior's (CIs apart)":
+            lo("pathology_auroc_changed") > m["floor/pathology_auroc_changed"]["hi"],
+        "Effusion changed AUROC > 0.6": m["test/pathology_auroc_changed/Effusion"]["value"] > 0.6,
+        # the patient is kept: the classifier's features stay close to the prior's, and age reads off the image
+        "identity similarity lo > 0.48": lo("identity_similarity") > 0.48,
+        "age r lo > 0.1": lo("age_r") > 0.1,
     }
     return [name for name, ok in checks.items() if not ok]
 
@@ -59,12 +60,12 @@ def _train(tmp_path, cache, extra=()):
 
 @pytest.fixture(scope="module")
 def science_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("science-cache")  # the three runs share the world, VAE, encoder, classifier
+    return tmp_path_factory.mktemp("science-cache")  # the runs share the world, VAE, encoder and classifier
 
 
 def _shown(m):
-    return {k: m[k] for k in ("test/pathology_auroc_changed", "test/pathology_auroc_changed/Effusion",
-                              "test/race_auroc", "test/sex_accuracy", "test/age_r")}
+    return {k: m[k] for k in ("test/pathology_auroc_changed", "floor/pathology_auroc_changed",
+                              "test/pathology_auroc_changed/Effusion", "test/identity_similarity", "test/age_r")}
 
 
 def test_default_method_follows_the_text_and_keeps_the_patient(tmp_path, science_cache):
@@ -72,12 +73,14 @@ def test_default_method_follows_the_text_and_keeps_the_patient(tmp_path, science
     assert lines(m) == [], _shown(m)
 
 
+def test_the_same_lines_fail_for_a_model_that_copies_the_prior(tmp_path, science_cache):
+    missed = lines(m := _train(tmp_path, science_cache, ["method=identity"]))
+    assert {"changed-findings AUROC above copying the prior's (CIs apart)", "Effusion changed AUROC > 0.6"} <= set(
+        missed), _shown(m)
+
+
+@pytest.mark.slow
 def test_the_same_lines_fail_for_a_model_that_ignores_the_prior(tmp_path, science_cache):
     """A text-only generator (the RoentGen-style arm) draws some patient, not this one."""
     missed = lines(m := _train(tmp_path, science_cache, ["method=roentgen"]))
-    assert {"race-like AUROC lo > 0.55", "age r lo > 0.3"} <= set(missed), _shown(m)
-
-
-def test_the_same_lines_fail_for_a_model_that_copies_the_prior(tmp_path, science_cache):
-    missed = lines(m := _train(tmp_path, science_cache, ["method=identity"]))
-    assert "changed-findings AUROC lo > 0.15" in missed and "Effusion changed AUROC > 0.3" in missed, _shown(m)
+    assert {"identity similarity lo > 0.48", "age r lo > 0.1"} <= set(missed), _shown(m)
