@@ -4,15 +4,16 @@ must follow the text where a finding changes and keep the patient, and the same 
 copies the prior (identity) and for one that ignores it (text-only). Not a timed test: it asserts metrics, with
 their CIs, against fixed lines.
 
-Calibrated 2026-12-02 on the 2-core AMD EPYC (family 26) machine, seeds 0 and 1 of this variant (the test runs
-seed 0): changed-findings AUROC 0.64 / 0.52 (CI low 0.56 / 0.42; copying the prior: 0.11 / 0.09, CI high 0.17 /
-0.15), Effusion 0.99 / 0.81, identity similarity 0.58 / 0.56 (low 0.54 / 0.51), age r low 0.23 / 0.20; a text-only
-generator (measured at 300 patients, 400 updates): identity similarity 0.44 (high 0.47), age r 0.02 (low -0.17). Race-like AUROC and sex accuracy are not lines here: at this budget
-they depend on the seed (race 0.82 on seed 0, 0.58 on seed 1; sex 0.56-0.67) — the full default reaches them.
-The first two run in the default suite, 3 min 12 s together (175 s + 16 s: the first builds the world, VAE,
-encoder and classifier they share; measured on that machine beside a niced sweep); the text-only control trains a
-second generator (129 s) and is `slow` (`make test-all`). "About a minute" does not hold: a 300-update fit (55 s)
-followed the text and kept the patient on seed 0 only (race 0.57, Effusion 0.41 on seed 2).
+Calibrated 2026-12-02 on the 2-core AMD EPYC (family 26) machine, seeds 0 and 1 of this variant (the test runs seed
+0): changed-findings AUROC 0.64 / 0.52 (CI low 0.56 / 0.42; copying the prior: 0.11 / 0.09, CI high 0.17 / 0.15),
+Effusion 0.99 / 0.81, identity similarity 0.58 / 0.56 (low 0.54 / 0.51), age r low 0.23 / 0.20; a text-only
+generator (measured at 300 patients, 400 updates): identity similarity 0.44 (high 0.47), age r 0.02 (low -0.17).
+Race-like AUROC and sex accuracy are not lines here: at this budget they depend on the seed (race 0.82 on seed 0,
+0.58 on seed 1; sex 0.56-0.67) — the full default reaches them. The first two run in the default suite, 3 min 12 s
+together (175 s + 16 s: the first builds the world, VAE, encoder and classifier they share; measured on that
+machine beside a niced sweep); the text-only control trains a second generator (129 s) and is `slow` (`make
+test-all`). "About a minute" does not hold: a 300-update fit (55 s) followed the text and kept the patient on seed 0
+only (race 0.57, Effusion 0.41 on seed 2).
 """
 from __future__ import annotations
 
