@@ -120,13 +120,13 @@ def write(root: Path, rcfg=None, logger_cfg=None, baselines: dict[str, str] | No
         md = "\n".join([f"# Report: {root}", "", "Generated follow-ups; patient-bootstrap 95% CIs where the metric has "
                         "one. The full study report (images, plots, config): report.html.", "",
                         table, "", "Metrics:", *legend(info, headline(info)), "", "![metrics](metrics.png)", "",
-                        *(["## Effects", "", effects.explain(eff), "", effects.markdown(eff, info), ""]
+                        *(["## Effects", "", effects.explain(eff), "", effects.markdown(eff), ""]
                           if eff is not None else []),
                         *(["## Planted by construction", "", PLANTED_NOTE, "", effects.planted_markdown(check), ""]
                           if check is not None else [])])
         with atomic_write(root / "report.md", "w") as f:
             f.write(md)
-    extra = (study.section("Effects", f"<p>{html.escape(effects.explain(eff))}</p>{effects.html_table(eff, info)}")
+    extra = (study.section("Effects", f"<p>{html.escape(effects.explain(eff))}</p>{effects.html_table(eff)}")
              if eff is not None else "")
     if check is not None:
         extra += study.section("Planted by construction",

@@ -188,7 +188,7 @@ def _cell(row: pd.Series) -> dict:
     return {"value": row["value"], "lo": row["lo"], "hi": row["hi"]}
 
 
-def markdown(eff: pd.DataFrame, info: dict[str, dict]) -> str:
+def markdown(eff: pd.DataFrame) -> str:
     """The main effects and interactions, then the simple effects (one factor within each level of another)."""
     return "\n\n".join(_markdown(part) for part in _parts(eff))
 
@@ -207,7 +207,7 @@ def _markdown(eff: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def html_table(eff: pd.DataFrame, info: dict[str, dict]) -> str:
+def html_table(eff: pd.DataFrame) -> str:
     return "<p></p>".join(_html_table(part) for part in _parts(eff))
 
 
