@@ -7,6 +7,7 @@ across runs), the image grid and the Markdown report.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -64,14 +65,15 @@ def evaluate(cfg: DictConfig, data, run_dir: Path, generator=None) -> dict:
     gen = suite.load_images([samples / f"{p}.png" for p in sub["pair_id"]], size)
     prior, cur = (data.tables.images[data.index[k][rows]].numpy() for k in ("prior", "current"))
     seed = cfg.seed if cfg.eval.get("bootstrap_seed") is None else cfg.eval.bootstrap_seed
+    bank = functools.cache(lambda: train_images(data))  # the audit and its figure read the same bank
     results = suite.score_all(cfg.eval, lambda: build_predictor(cfg), sub, generated=gen, current=cur, prior=prior,
-                              seed=seed, run_cfg=cfg, providers={"train_images": lambda: train_images(data),
+                              seed=seed, run_cfg=cfg, providers={"train_images": bank,
                                          "pipeline": lambda: generator or run_generator(cfg, data, run_dir)})
     results["n_bootstrap"] = cfg.eval.n_bootstrap
     write_draws(run_dir / DRAWS, results.pop("draws"))
     write_json(run_dir / "results.json", results)
     write_pair_grid(run_dir, sub, prior, gen, cur, cfg.eval.grid_pairs, list(cfg.eval.findings))
-    write_probe_figures(run_dir, results, sub, gen, cur, lambda: train_images(data))
+    write_probe_figures(run_dir, results, sub, gen, cur, bank)
     write_run_report(run_dir, results)
     return results
 
