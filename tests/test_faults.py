@@ -216,7 +216,7 @@ def test_train_path_on_the_fake_mimic_tree_with_reports_missing(tree, tmp_path):
                    "eval=real", "paths.run_dir=/unused"])
     with open_dict(cfg):
         cfg.eval.predictor = {}  # weights are another test's business; this one is about the data path
-        cfg.eval.fid = False
+        cfg.eval.metrics.fid = None
     data = load_data(cfg)
     assert data.df["current_report"].isna().any()  # the tree has studies without a report
     module = build_module(cfg, data)
@@ -230,16 +230,19 @@ def test_train_data_mimic_end_to_end_on_the_fake_tree(tree, tmp_path):
     from bjexp.eval import fake_weights
 
     fake_weights.write_xrv(tmp_path / "xrv")
+    fake_weights.write_chestx_det(tmp_path / "xrv")  # the anatomy Dice's segmenter
     run = tmp_path / "run"
     p = bjexp("train", "data=mimic", f"paths.mimic_root={tree}", "data.image_size=64", "data.val_fraction=0",
-              "model.vae.train_steps=5", "encoder.tiny.pretrain_steps=2", "model.optim.batch_size=4",
+              "model.vae.train_steps=5", "encoder.tiny.pretrain_steps=2", "model.optim.batch_size=2",
               "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
-              "sampler.steps=2", "eval=real", f"eval.weights_dir={tmp_path / 'xrv'}", "eval.fid=false",
-              "eval.verify_checksums=false", "eval.n_bootstrap=10", "logger=csv",
+              "sampler.steps=2", "eval=real", f"eval.weights_dir={tmp_path / 'xrv'}", "eval.verify_checksums=false",
+              "eval.metrics.fid=null", "eval.metrics.kid=null", "eval.metrics.prdc=null",  # no Inception weights here
+              "eval.n_bootstrap=10", "logger=csv",
               f"hydra.run.dir={run}", cache=tmp_path / "cache", timeout=1800)
     assert p.returncode == 0, p.stderr[-6000:]
     results = json.loads((run / "results.json").read_text())
-    assert results["counts"]["test/n_pairs"] == len(list((run / "samples").glob("*.png"))) == 2
+    # registration (on by default) drops the fake tree's random-noise pairs it cannot align: 1 of the 2 test pairs
+    assert results["counts"]["test/n_pairs"] == len(list((run / "samples").glob("*.png"))) >= 1
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
 
 
