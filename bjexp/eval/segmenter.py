@@ -25,7 +25,7 @@ from torch import nn
 from bjexp import assets, threads
 from bjexp.imaging import uint8_to_model, uint8_to_xrv
 from bjexp.eval.trained_nets import is_saved, load_net, save_net
-from bjexp.io import cache_lock, config_hash
+from bjexp.io import build_once, config_hash
 from bjexp.progress import progress
 
 STRUCTURES = ("Left lung", "Right lung", "Heart")  # the patient's left lung is on the image's right
@@ -114,14 +114,13 @@ def train_synthetic(npz_path: str | Path, cache_dir: str | Path, *, steps: int =
     out and its Dice per structure written to report.json."""
     key = config_hash(steps, batch_size, lr, width, seed, Path(npz_path).parent.name, "tiny-unet-v2")
     out = Path(cache_dir) / "segmenter" / f"synthetic-{key}"
-    if is_saved(out):
-        return out
-    with cache_lock(out), threads.pinned():  # one builder at a time; the same net on every machine
-        return out if is_saved(out) else _train_segmenter(npz_path, out, key, steps, batch_size, lr, width, seed)
+    with threads.pinned():  # the same net on every machine; one builder at a time
+        return build_once(out, lambda tmp: _train_segmenter(npz_path, tmp, key, steps, batch_size, lr, width, seed),
+                          lambda: is_saved(out))
 
 
 def _train_segmenter(npz_path, out: Path, key: str, steps: int, batch_size: int, lr: float, width: int,
-                     seed: int) -> Path:
+                     seed: int) -> None:
     data = np.load(npz_path)
     if "masks" not in data.files:
         raise ValueError(f"{npz_path} has no masks: it was made by a miniature world before version 4")
@@ -150,7 +149,7 @@ def _train_segmenter(npz_path, out: Path, key: str, steps: int, batch_size: int,
     d = dice(seg, target[:n_test])
     report = {"held_out_images": n_test, "dice": {s: float(np.nanmean(d[:, j])) for j, s in enumerate(STRUCTURES)},
               "mean_dice": float(np.nanmean(d)), "steps": steps}
-    return save_net(out, net, {"structures": STRUCTURES, "width": width}, report)
+    save_net(out, net, {"structures": STRUCTURES, "width": width}, report)
 
 
 def load_synthetic(path: str | Path) -> SyntheticSegmenter:

@@ -18,7 +18,7 @@ from bjexp.eval.metrics import Predictions
 from bjexp.imaging import uint8_to_model
 from bjexp.eval.trained_nets import is_saved, load_net, save_net
 from bjexp.errors import ConfigError
-from bjexp.io import cache_lock, config_hash
+from bjexp.io import build_once, config_hash
 from bjexp.progress import progress
 
 AGE_MEAN, AGE_STD = 55.0, 20.0
@@ -73,13 +73,11 @@ def train_classifier(npz_path: Path, ccfg, cache_dir: Path, seed: int = 0) -> Pa
     data = np.load(npz_path)
     key = config_hash(ccfg, seed, Path(npz_path).parent.name)
     out = Path(cache_dir) / "classifier" / f"synthetic-{key}"
-    if is_saved(out):
-        return out
-    with cache_lock(out), threads.pinned():  # one sweep job trains, the others wait; the same net on any machine
-        return out if is_saved(out) else _train_classifier(data, ccfg, seed, key, out)
+    with threads.pinned():  # the same net on any machine; one sweep job trains, the others wait and reuse it
+        return build_once(out, lambda tmp: _train_classifier(data, ccfg, seed, key, tmp), lambda: is_saved(out))
 
 
-def _train_classifier(data, ccfg, seed: int, key: str, out: Path) -> Path:
+def _train_classifier(data, ccfg, seed: int, key: str, out: Path) -> None:
     images, labels, attrs = data["images"], data["labels"], data["attrs"]
     findings = tuple(str(f) for f in data["findings"])
     n_test = len(images) // 5
@@ -111,7 +109,7 @@ def _train_classifier(data, ccfg, seed: int, key: str, out: Path) -> Path:
               "race_auroc": stats.multiclass_auroc(pred.race, attrs[:n_test, 2]),
               "age_r": stats.pearson_r(pred.age, attrs[:n_test, 1]),
               "age_mae_years": float(np.abs(pred.age - attrs[:n_test, 1]).mean())}
-    return save_net(out, net, {"findings": findings, "width": ccfg.width}, report)
+    save_net(out, net, {"findings": findings, "width": ccfg.width}, report)
 
 
 def load_predictor(path: str | Path | None = None, world: Any = None, training: Any = None,

@@ -8,7 +8,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bjexp.io import atomic_dir, write_json
+from bjexp.io import write_json
 
 WEIGHTS = "model.safetensors"
 
@@ -17,12 +17,12 @@ def is_saved(folder: str | Path) -> bool:
     return (Path(folder) / WEIGHTS).is_file()
 
 
-def save_net(folder: str | Path, net: nn.Module, config: dict, report: dict) -> Path:
-    with atomic_dir(Path(folder)) as tmp:
-        save_file(net.state_dict(), str(tmp / WEIGHTS))
-        (tmp / "config.json").write_text(json.dumps(config))
-        write_json(tmp / "report.json", report)
-    return Path(folder)
+def save_net(folder: str | Path, net: nn.Module, config: dict, report: dict) -> None:
+    """Into `folder` (the temporary folder of an io.build_once: the entry appears whole or not at all)."""
+    folder = Path(folder)
+    save_file(net.state_dict(), str(folder / WEIGHTS))
+    (folder / "config.json").write_text(json.dumps(config))
+    write_json(folder / "report.json", report)
 
 
 def load_net(folder: str | Path, build) -> tuple[nn.Module, dict, dict]:

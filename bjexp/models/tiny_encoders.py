@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from bjexp.data.reports import stored_sections
 from bjexp.imaging import read_grey, uint8_to_model
-from bjexp.io import atomic_dir, bytes_hash, cache_lock, config_hash
+from bjexp.io import build_once, bytes_hash, config_hash
 from bjexp.progress import progress
 
 
@@ -70,48 +70,44 @@ def build_tiny_encoder(enc: DictConfig, manifest_df, image_size: int, cache_dir:
     corpus = bytes_hash("\x00".join([*texts, *vocabulary]).encode())
     key = config_hash(enc, image_size, seed, sorted(train["pair_id"].tolist())[:50], len(train), "wordpiece-v3", corpus)
     out = Path(cache_dir) / "encoders" / f"{enc.name}-{key}"
-    if (out / "open_clip_config.json").is_file():
-        return out
-    with cache_lock(out):  # concurrent sweep jobs: one pretrains, the others wait and reuse it
-        if (out / "open_clip_config.json").is_file():
-            return out
-        return _pretrain(enc, manifest_df, paths, texts, vocabulary, image_size, seed, out)
+    # concurrent sweep jobs: one pretrains, the others wait and reuse it
+    return build_once(out, lambda tmp: _pretrain(enc, manifest_df, paths, texts, vocabulary, image_size, seed, out, tmp),
+                      (out / "open_clip_config.json").is_file)
 
 
 def _pretrain(enc: DictConfig, manifest_df, paths: dict, texts: list[str], vocabulary: list[str], image_size: int,
-              seed: int, out: Path) -> Path:
+              seed: int, out: Path, tmp: Path) -> None:
+    """Into `tmp`, the folder that becomes `out` (an hf_bert config names its final path)."""
     import open_clip
     from safetensors.torch import save_file
 
     root = Path(manifest_df.attrs.get("root", "."))
     imgs = uint8_to_model(np.stack([read_grey(root / p, image_size) for p in paths])).repeat(1, 3, 1, 1)
-    with atomic_dir(out) as tmp:
-        if enc.family == "hf_bert":
-            _write_bert_files(tmp, vocabulary, enc)
-        cfg = _model_cfg(enc, image_size, tmp)
+    if enc.family == "hf_bert":
+        _write_bert_files(tmp, vocabulary, enc)
+    cfg = _model_cfg(enc, image_size, tmp)
+    (tmp / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}, indent=2))
+    torch.manual_seed(seed)
+    model = open_clip.create_model(f"local-dir:{tmp}", load_weights=False, pretrained_hf=False, output_dict=True)
+    tok = open_clip.get_tokenizer(f"local-dir:{tmp}")
+    ids = tok(texts)
+    if enc.family == "hf_bert":  # padding is masked: drop all-padding columns (same result, far less work)
+        ids = ids[:, : int((ids != 0).sum(1).max())]
+    loss_fn = open_clip.ClipLoss()
+    opt = torch.optim.AdamW(model.parameters(), lr=enc.tiny.pretrain_lr, weight_decay=0.05)
+    g = torch.Generator().manual_seed(seed)
+    with progress() as bar:
+        task = bar.add_task(f"pretrain {enc.name} encoder (CLIP loss)", total=enc.tiny.pretrain_steps)
+        for _ in range(enc.tiny.pretrain_steps):
+            idx = torch.randint(len(texts), (enc.tiny.pretrain_batch,), generator=g)
+            out_ = model(imgs[idx], ids[idx])
+            loss = loss_fn(out_["image_features"], out_["text_features"], out_["logit_scale"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            bar.advance(task)
+    (tmp / "pretrain.json").write_text(json.dumps({"final_clip_loss": float(loss), "pairs": len(texts)}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "open_clip_model.safetensors"))
+    if enc.family == "hf_bert":  # point the config at the folder's final name
+        cfg["text_cfg"].update(hf_model_name=str(out), hf_tokenizer_name=str(out))
         (tmp / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}, indent=2))
-        torch.manual_seed(seed)
-        model = open_clip.create_model(f"local-dir:{tmp}", load_weights=False, pretrained_hf=False, output_dict=True)
-        tok = open_clip.get_tokenizer(f"local-dir:{tmp}")
-        ids = tok(texts)
-        if enc.family == "hf_bert":  # padding is masked: drop all-padding columns (same result, far less work)
-            ids = ids[:, : int((ids != 0).sum(1).max())]
-        loss_fn = open_clip.ClipLoss()
-        opt = torch.optim.AdamW(model.parameters(), lr=enc.tiny.pretrain_lr, weight_decay=0.05)
-        g = torch.Generator().manual_seed(seed)
-        with progress() as bar:
-            task = bar.add_task(f"pretrain {enc.name} encoder (CLIP loss)", total=enc.tiny.pretrain_steps)
-            for _ in range(enc.tiny.pretrain_steps):
-                idx = torch.randint(len(texts), (enc.tiny.pretrain_batch,), generator=g)
-                out_ = model(imgs[idx], ids[idx])
-                loss = loss_fn(out_["image_features"], out_["text_features"], out_["logit_scale"])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                bar.advance(task)
-        (tmp / "pretrain.json").write_text(json.dumps({"final_clip_loss": float(loss), "pairs": len(texts)}))
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "open_clip_model.safetensors"))
-        if enc.family == "hf_bert":  # point the config at the folder's final name
-            cfg["text_cfg"].update(hf_model_name=str(out), hf_tokenizer_name=str(out))
-            (tmp / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}, indent=2))
-    return out

@@ -12,7 +12,7 @@ from diffusers import AutoencoderKL
 from omegaconf import DictConfig
 
 from bjexp.imaging import uint8_to_model
-from bjexp.io import atomic_dir, cache_lock, config_hash
+from bjexp.io import build_once, config_hash
 from bjexp.progress import progress
 
 
@@ -29,13 +29,11 @@ def train_tiny_vae(vcfg: DictConfig, images: np.ndarray, cache_dir: Path, seed: 
     """Train (once) on uint8 images (N,H,W); saves a diffusers folder with scaling_factor = 1/std(latents)."""
     key = config_hash(vcfg, images.shape, seed, images[:: max(1, len(images) // 64)].sum(dtype=np.int64).item())
     out = Path(cache_dir) / "vae" / f"tiny-{key}"
-    if (out / "config.json").is_file():
-        return out
-    with cache_lock(out):  # concurrent sweep jobs: one trains, the others wait and reuse it
-        return out if (out / "config.json").is_file() else _train_tiny_vae(vcfg, images, seed, out)
+    # concurrent sweep jobs: one trains, the others wait and reuse it
+    return build_once(out, lambda tmp: _train_tiny_vae(vcfg, images, seed, tmp), (out / "config.json").is_file)
 
 
-def _train_tiny_vae(vcfg: DictConfig, images: np.ndarray, seed: int, out: Path) -> Path:
+def _train_tiny_vae(vcfg: DictConfig, images: np.ndarray, seed: int, out: Path) -> None:
     torch.manual_seed(seed)
     vae = tiny_vae(vcfg)
     n_val = max(len(images) // 10, 1)
@@ -64,10 +62,8 @@ def _train_tiny_vae(vcfg: DictConfig, images: np.ndarray, seed: int, out: Path) 
     vae.register_to_config(scaling_factor=float(1.0 / lat.std()))
     report = {"val_images": n_val, "val_mae_uint8": float(((rec - val_x).abs() * 127.5).mean()),
               "val_psnr_db": float(10 * np.log10(1.0 / max(mse, 1e-12))), "scaling_factor": float(1.0 / lat.std())}
-    with atomic_dir(out) as tmp:
-        vae.save_pretrained(tmp)
-        (tmp / "reconstruction.json").write_text(json.dumps(report, indent=2))
-    return out
+    vae.save_pretrained(out)
+    (out / "reconstruction.json").write_text(json.dumps(report, indent=2))
 
 
 def load_vae(path: str | Path, subfolder: str | None = None) -> AutoencoderKL:
