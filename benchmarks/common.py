@@ -40,10 +40,10 @@ def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
 def step_clock() -> list[float]:
     """Timestamps of every optimizer step in this process from now on (a global post-step hook): the interval
     between two is one whole training-loop iteration, whoever runs the loop."""
-    import torch
+    from torch.optim.optimizer import register_optimizer_step_post_hook  # not an attribute of torch.optim in 2.14
 
     stamps: list[float] = []
-    torch.optim.optimizer.register_optimizer_step_post_hook(lambda *a, **k: stamps.append(time.perf_counter()))
+    register_optimizer_step_post_hook(lambda *a, **k: stamps.append(time.perf_counter()))
     return stamps
 
 
