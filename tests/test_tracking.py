@@ -6,6 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from bjexp import report
+from bjexp.errors import RunDirError
 from bjexp.tracking import runinfo
 from bjexp.tracking.report import write_grid
 from bjexp.tracking.wandb_log import loggable_config, log_results, make_loggers
@@ -116,6 +117,20 @@ def test_run_config_is_the_runs_own_with_key_value_overrides(tmp_path):
         runinfo.run_config(cli, ["eval.n_bootstrapp=1"], groups)
     with pytest.raises(FileNotFoundError, match="config.yaml"):
         runinfo.run_config(OmegaConf.create({"run": str(tmp_path / "nothing")}), [], groups)
+
+
+def test_a_run_saved_with_a_retired_key_is_refused_not_read_with_another_network(tmp_path):
+    """Before 3cbfc85 `model.unet.attention_head_dim=32` built 32 two-channel heads; today's `head_width` default
+    would read the same weights as 2 heads of 32 channels, so sampling or evaluating such a run must stop."""
+    run = tmp_path / "run"
+    run.mkdir()
+    OmegaConf.save(OmegaConf.create({"run": None, "seed": 0, "paths": {"run_dir": "/x"},
+                                     "model": {"unet": {"attention_head_dim": 32}}}), run / "config.yaml")
+    with pytest.raises(RunDirError, match=r"model\.unet\.attention_head_dim .*head_width.*Re-train"):
+        runinfo.run_config(OmegaConf.create({"run": str(run)}), [], set())
+    OmegaConf.save(OmegaConf.create({"run": None, "seed": 0, "paths": {"run_dir": "/x"},
+                                     "model": {"unet": {"head_width": 32}}}), run / "config.yaml")
+    assert runinfo.run_config(OmegaConf.create({"run": str(run)}), [], set()).model.unet.head_width == 32
 
 
 def test_an_older_runs_config_gets_the_keys_added_since(tmp_path):

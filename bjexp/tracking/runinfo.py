@@ -75,6 +75,22 @@ def record(cfg: DictConfig, run_dir: Path, **extra) -> dict:
     return info
 
 
+# Keys whose meaning changed under the same weights: a run saved with one would get today's replacement at its
+# default (with_new_keys) and silently run another network over its checkpoint.
+RETIRED = {
+    "model.unet.attention_head_dim": "diffusers read it as a head count (32 heads of 2 channels); since 3cbfc85 "
+                                     "model.unet.head_width gives heads of that many channels",
+}
+
+
+def refuse_retired(saved: DictConfig, where: Path) -> None:
+    found = [k for k in RETIRED if OmegaConf.select(saved, k, default=None) is not None]
+    if found:
+        raise RunDirError(f"{where} was written with {found[0]} ({RETIRED[found[0]]}): today's code would read its "
+                          "weights with another attention layout. Re-train it in a new run dir, or use the commit "
+                          "that trained it (run.json's git SHA)")
+
+
 def with_new_keys(saved: DictConfig, chosen: dict) -> DictConfig:
     """A run's saved config plus the keys added since it was written (e.g. `eval.probes`), at today's defaults for
     the run's own group choices; every saved value wins. Inside a Hydra app only (elsewhere: `saved` as is). A
@@ -129,7 +145,9 @@ def run_config(cfg: DictConfig, overrides: list[str] | None = None, groups: set[
         raise RunDirError(f"{switched}: with run={run_dir} the group choices are the run's own ({saved}); "
                          "only key=value overrides apply (e.g. eval.n_bootstrap=200)")
     values = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in (groups or set())]  # groups: the run's
-    base = with_new_keys(OmegaConf.load(saved), chosen)
+    recorded = OmegaConf.load(saved)
+    refuse_retired(recorded, saved)
+    base = with_new_keys(recorded, chosen)
     OmegaConf.set_struct(base, True)  # a mistyped key fails here, naming it
     out = OmegaConf.merge(base, OmegaConf.from_dotlist(values))
     for k in own:
