@@ -119,7 +119,7 @@ def train_synthetic(npz_path: str | Path, cache_dir: str | Path, *, steps: int =
                           lambda: is_saved(out))
 
 
-def _train_segmenter(npz_path, out: Path, key: str, steps: int, batch_size: int, lr: float, width: int,
+def _train_segmenter(npz_path, into: Path, key: str, steps: int, batch_size: int, lr: float, width: int,
                      seed: int) -> None:
     data = np.load(npz_path)
     if "masks" not in data.files:
@@ -149,7 +149,7 @@ def _train_segmenter(npz_path, out: Path, key: str, steps: int, batch_size: int,
     d = dice(seg, target[:n_test])
     report = {"held_out_images": n_test, "dice": {s: float(np.nanmean(d[:, j])) for j, s in enumerate(STRUCTURES)},
               "mean_dice": float(np.nanmean(d)), "steps": steps}
-    save_net(out, net, {"structures": STRUCTURES, "width": width}, report)
+    save_net(into, net, {"structures": STRUCTURES, "width": width}, report)
 
 
 def load_synthetic(path: str | Path) -> SyntheticSegmenter:

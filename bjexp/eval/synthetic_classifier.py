@@ -77,7 +77,7 @@ def train_classifier(npz_path: Path, ccfg, cache_dir: Path, seed: int = 0) -> Pa
         return build_once(out, lambda tmp: _train_classifier(data, ccfg, seed, key, tmp), lambda: is_saved(out))
 
 
-def _train_classifier(data, ccfg, seed: int, key: str, out: Path) -> None:
+def _train_classifier(data, ccfg, seed: int, key: str, into: Path) -> None:
     images, labels, attrs = data["images"], data["labels"], data["attrs"]
     findings = tuple(str(f) for f in data["findings"])
     n_test = len(images) // 5
@@ -109,7 +109,7 @@ def _train_classifier(data, ccfg, seed: int, key: str, out: Path) -> None:
               "race_auroc": stats.multiclass_auroc(pred.race, attrs[:n_test, 2]),
               "age_r": stats.pearson_r(pred.age, attrs[:n_test, 1]),
               "age_mae_years": float(np.abs(pred.age - attrs[:n_test, 1]).mean())}
-    save_net(out, net, {"findings": findings, "width": ccfg.width}, report)
+    save_net(into, net, {"findings": findings, "width": ccfg.width}, report)
 
 
 def load_predictor(path: str | Path | None = None, world: Any = None, training: Any = None,

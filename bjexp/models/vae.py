@@ -33,7 +33,7 @@ def train_tiny_vae(vcfg: DictConfig, images: np.ndarray, cache_dir: Path, seed: 
     return build_once(out, lambda tmp: _train_tiny_vae(vcfg, images, seed, tmp), (out / "config.json").is_file)
 
 
-def _train_tiny_vae(vcfg: DictConfig, images: np.ndarray, seed: int, out: Path) -> None:
+def _train_tiny_vae(vcfg: DictConfig, images: np.ndarray, seed: int, into: Path) -> None:
     torch.manual_seed(seed)
     vae = tiny_vae(vcfg)
     n_val = max(len(images) // 10, 1)
@@ -62,8 +62,8 @@ def _train_tiny_vae(vcfg: DictConfig, images: np.ndarray, seed: int, out: Path) 
     vae.register_to_config(scaling_factor=float(1.0 / lat.std()))
     report = {"val_images": n_val, "val_mae_uint8": float(((rec - val_x).abs() * 127.5).mean()),
               "val_psnr_db": float(10 * np.log10(1.0 / max(mse, 1e-12))), "scaling_factor": float(1.0 / lat.std())}
-    vae.save_pretrained(out)
-    (out / "reconstruction.json").write_text(json.dumps(report, indent=2))
+    vae.save_pretrained(into)
+    (into / "reconstruction.json").write_text(json.dumps(report, indent=2))
 
 
 def load_vae(path: str | Path, subfolder: str | None = None) -> AutoencoderKL:
