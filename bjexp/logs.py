@@ -36,10 +36,24 @@ class JobSetup(Callback):
         from bjexp import progress
 
         logging.captureWarnings(True)
-        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-            lg = logging.getLogger(name)
-            for h in [h for h in lg.handlers if type(h) is logging.StreamHandler]:
-                lg.removeHandler(h)
-            lg.propagate = True
+        route_library_loggers()
         if config.get("progress") is not None:
             progress.configure(config.progress.interval_s)
+
+
+def route_library_loggers() -> None:
+    """Lightning, diffusers and transformers give their loggers a stderr handler of their own when first imported
+    (diffusers' "pip install accelerate" advice, Lightning's "GPU available"): remove it and let their records
+    reach the root handlers (console filter, log file). Idempotent; for the libraries imported so far, so it runs
+    at job start and again where bjexp imports them (bjexp/workflow.py)."""
+    import sys
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        lg = logging.getLogger(name)
+        for h in [h for h in lg.handlers if type(h) is logging.StreamHandler]:
+            lg.removeHandler(h)
+        lg.propagate = True
+    for lib in ("diffusers", "transformers"):
+        if (mod := sys.modules.get(f"{lib}.utils.logging")) is not None:
+            mod.disable_default_handler()
+            mod.enable_propagation()

@@ -16,10 +16,13 @@ from bjexp.data import manifest as mf
 from bjexp.data.datamodule import JourneyDataModule, Tables, encode_tables, load_tables
 from bjexp.errors import ConfigError
 from bjexp.io import config_hash
+from bjexp.logs import route_library_loggers
 from bjexp.models.build import build_encoder, build_scheme, build_unet, build_vae
 from bjexp.models.diffusion import JourneyDiffusion
 from bjexp.models.unet import tune
 from bjexp.registration import register_manifest
+
+route_library_loggers()  # Lightning and diffusers were just imported: their lines go to the log file, not stderr
 
 
 @dataclass
@@ -106,7 +109,7 @@ def load_trained(module: JourneyDiffusion, ckpt: Path) -> JourneyDiffusion:
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path, loggers) -> L.Trainer:
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
 
     from bjexp import checkpoints, slurm
     from bjexp.tracking.progress_bar import StepProgressBar
@@ -120,8 +123,10 @@ def make_trainer(cfg: DictConfig, run_dir: Path, loggers) -> L.Trainer:
                      limit_val_batches=t.limit_val_batches, gradient_clip_val=t.gradient_clip_val,
                      accumulate_grad_batches=t.accumulate_grad_batches, deterministic=t.deterministic,
                      enable_progress_bar=t.enable_progress_bar, logger=loggers or False,
+                     # ModelSummary: the plain one logs (to the log file); Lightning's default, rich, one prints.
                      # submitit owns requeueing: Lightning's auto-requeue off, SIGTERM handed back to submitit
-                     callbacks=[ckpt, checkpoints.save_on_sigterm(last_checkpoint(run_dir)), *slurm.lightning_callbacks(),
+                     callbacks=[ckpt, ModelSummary(), checkpoints.save_on_sigterm(last_checkpoint(run_dir)),
+                                *slurm.lightning_callbacks(),
                                 *([StepProgressBar()] if t.enable_progress_bar else [])],  # steps, not epochs
                      plugins=[*slurm.lightning_plugins(), checkpoints.checkpoint_io()], default_root_dir=str(run_dir),
                      num_sanity_val_steps=0,

@@ -80,6 +80,10 @@ def test_training_console_once_quiet_and_with_step_progress(tiny_run):
     assert "sample (" in out and "pairs" in out
     assert "Epoch" not in out and "initialized randomly" not in out and "GPU available" not in out
     assert "Warning" not in out + tiny_run.stderr, (out + tiny_run.stderr)[-3000:]
+    # libraries' own stderr handlers (Lightning's "INFO: GPU available", diffusers' advice) and the rich model
+    # summary reach a terminal too: nothing of them on either stream
+    for chatter in ("GPU available", "accelerate", "Params", "float32", "INFO:"):
+        assert chatter not in out + tiny_run.stderr, (chatter, (out + tiny_run.stderr)[-3000:])
     log = (tiny_run.dir / "train.log").read_text()
     assert "train: 6/6 steps" in log and "GPU available" in log  # Lightning's lines are kept in the file
 

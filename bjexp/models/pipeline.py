@@ -154,7 +154,9 @@ class JourneyPipeline:
 
 def _for_sampling(unet, sampler_cfg):
     """The sampler's dtype and compilation for the UNet (`sampler.dtype`, `sampler.compile`)."""
-    unet = unet.to(getattr(torch, sampler_cfg.get("dtype", "float32")))
+    dtype = getattr(torch, sampler_cfg.get("dtype", "float32"))
+    if unet.dtype != dtype:  # a no-op cast still makes diffusers warn about fp32 modules
+        unet = unet.to(dtype)
     return torch.compile(unet) if sampler_cfg.get("compile", False) else unet
 
 
