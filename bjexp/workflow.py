@@ -115,8 +115,11 @@ def make_trainer(cfg: DictConfig, run_dir: Path, loggers) -> L.Trainer:
     from bjexp.tracking.progress_bar import StepProgressBar
 
     t = cfg.trainer
+    # No version counter: resuming a run dir that was moved or copied (Lightning then no longer knows last.ckpt as
+    # its own) wrote last-v1.ckpt beside it, and the next rerun resumed from the stale last.ckpt.
     ckpt = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), save_last=True, save_top_k=0,
-                           every_n_train_steps=t.checkpoint_every_n_steps, save_on_train_epoch_end=False)
+                           every_n_train_steps=t.checkpoint_every_n_steps, save_on_train_epoch_end=False,
+                           enable_version_counter=False)
     return L.Trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
                      precision=t.precision, max_steps=t.max_steps, max_epochs=-1, log_every_n_steps=t.log_every_n_steps,
                      val_check_interval=t.val_check_interval, check_val_every_n_epoch=None,

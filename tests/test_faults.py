@@ -323,6 +323,24 @@ def test_killed_mid_run_then_resumed_equals_the_uninterrupted_run_bit_for_bit(tm
     assert_same_training(uninterrupted(), resumed)
 
 
+def test_a_moved_run_dir_resumes_into_its_own_last_checkpoint(tmp_path, uninterrupted):
+    """Killed at step 5, the run dir moved (a copy to scratch, a renamed study), resumed there: last.ckpt itself is
+    updated (Lightning's version counter wrote last-v1.ckpt beside it, so a later rerun resumed from the stale one)
+    and the training equals the uninterrupted run's."""
+    import torch
+
+    run, moved = tmp_path / "run", tmp_path / "moved"
+    p = kill_fit(run, "--hold-at", "5")
+    wait_held(p, run)
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=1800)
+    shutil.move(run, moved)
+    finish(kill_fit(moved))
+    assert sorted(f.name for f in (moved / "checkpoints").glob("*.ckpt")) == ["last.ckpt"]
+    assert torch.load(moved / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 8
+    assert_same_training(uninterrupted(), torch.load(moved / "final.pt", weights_only=True))
+
+
 def test_a_full_disk_during_a_checkpoint_save_keeps_the_good_checkpoint(tmp_path):
     """A real full disk: the run dir is an 8 MiB tmpfs (private mount namespace); $TMPDIR is elsewhere, as on most
     clusters. The next checkpoint (twice as large) does not fit: the save fails with ENOSPC and the previous
