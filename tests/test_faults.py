@@ -271,6 +271,15 @@ def wait_held(p: subprocess.Popen, run_dir: Path, timeout: float = 1800) -> None
         time.sleep(0.1)
 
 
+def killed_at_step_5(run_dir: Path, sig: int) -> tuple[subprocess.Popen, str]:
+    """The tiny fit held after step 5 (checkpoints every 2 steps), then sent `sig`; its process and output."""
+    p = kill_fit(run_dir, "--hold-at", "5")
+    wait_held(p, run_dir)
+    p.send_signal(sig)
+    out, _ = p.communicate(timeout=1800)
+    return p, out
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """8 steps in one go (started in the background; the kill tests run meanwhile)."""
@@ -307,10 +316,7 @@ def test_killed_mid_run_then_resumed_equals_the_uninterrupted_run_bit_for_bit(tm
     import torch
 
     run = tmp_path / "run"
-    p = kill_fit(run, "--hold-at", "5")
-    wait_held(p, run)
-    p.send_signal(sig)
-    out, _ = p.communicate(timeout=1800)
+    p, out = killed_at_step_5(run, sig)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     if sig == signal.SIGKILL:
         assert p.returncode == -signal.SIGKILL and ckpt["global_step"] == 4  # the last periodic checkpoint
@@ -330,10 +336,7 @@ def test_a_moved_run_dir_resumes_into_its_own_last_checkpoint(tmp_path, uninterr
     import torch
 
     run, moved = tmp_path / "run", tmp_path / "moved"
-    p = kill_fit(run, "--hold-at", "5")
-    wait_held(p, run)
-    p.send_signal(signal.SIGKILL)
-    p.communicate(timeout=1800)
+    killed_at_step_5(run, signal.SIGKILL)
     shutil.move(run, moved)
     finish(kill_fit(moved))
     assert sorted(f.name for f in (moved / "checkpoints").glob("*.ckpt")) == ["last.ckpt"]
