@@ -1,7 +1,9 @@
 """`python -m bjexp.evaluate run=<run dir>`: score a run's generated follow-ups (`<run>/samples/*.png`).
 
-Scores generated images (`test/…`), the real current images (`ceiling/…`, what a perfect generator reaches) and
-the priors (`floor/…`, the identity baseline) with the same predictor, each with patient-bootstrap CIs.
+Scores generated images (`test/…`), the real current images (`ceiling/…`, what a perfect generator reaches), the
+priors (`floor/…`, the identity baseline) and, where the sample stage wrote them, the real currents' round trips
+through the generator's autoencoder (`latent/…`, what a perfect generator in its latent space reaches) with the
+same predictor, each with patient-bootstrap CIs.
 Writes `<run>/results.json`, `<run>/bootstrap.npz` (each bootstrapped key's value per resample, for effects
 across runs), the image grid and the Markdown report.
 """
@@ -66,16 +68,23 @@ def evaluate(cfg: DictConfig, data, run_dir: Path, generator=None) -> dict:
     prior, cur = (data.tables.images[data.index[k][rows]].numpy() for k in ("prior", "current"))
     seed = cfg.seed if cfg.eval.get("bootstrap_seed") is None else cfg.eval.bootstrap_seed
     bank = functools.cache(lambda: train_images(data))  # the audit and its figure read the same bank
+    latent = round_trips(run_dir, sub, size)
     results = suite.score_all(cfg.eval, lambda: build_predictor(cfg), sub, generated=gen, current=cur, prior=prior,
-                              seed=seed, run_cfg=cfg, providers={"train_images": bank,
+                              latent=latent, seed=seed, run_cfg=cfg, providers={"train_images": bank,
                                          "pipeline": lambda: generator or run_generator(cfg, data, run_dir)})
     results["n_bootstrap"] = cfg.eval.n_bootstrap
     write_draws(run_dir / DRAWS, results.pop("draws"))
     write_json(run_dir / "results.json", results)
-    write_pair_grid(run_dir, sub, prior, gen, cur, cfg.eval.grid_pairs, list(cfg.eval.findings))
+    write_pair_grid(run_dir, sub, prior, gen, cur, cfg.eval.grid_pairs, list(cfg.eval.findings), latent)
     write_probe_figures(run_dir, results, sub, gen, cur, bank)
     write_run_report(run_dir, results)
     return results
+
+
+def round_trips(run_dir: Path, sub, size: int) -> np.ndarray | None:
+    """The real currents' autoencoder round trips of these rows (samples_vae/), or None unless every one is there."""
+    paths = [vae_dir(run_dir) / f"{p}.png" for p in sub["pair_id"]]
+    return suite.load_images(paths, size) if paths and all(p.is_file() for p in paths) else None
 
 
 def write_probe_figures(run_dir: Path, results: dict, sub, gen, cur, bank) -> None:
@@ -105,15 +114,13 @@ def write_probe_figures(run_dir: Path, results: dict, sub, gen, cur, bank) -> No
         path.unlink(missing_ok=True)
 
 
-def write_pair_grid(run_dir: Path, sub, prior, gen, cur, n: int, findings) -> Path:
-    """grid.png: prior | generated | the real current's VAE round trip (what the latent keeps, when the sample stage
-    wrote it) | real current, for `n` pairs of distinct patients, changed pairs first."""
+def write_pair_grid(run_dir: Path, sub, prior, gen, cur, n: int, findings, latent=None) -> Path:
+    """grid.png: prior | generated | the real current's autoencoder round trip (what the latent keeps, when the
+    sample stage wrote it) | real current, for `n` pairs of distinct patients, changed pairs first."""
     rows = grid_rows(sub, n, findings)
     cols = {"prior": prior[rows], "generated": gen[rows]}
-    vae = vae_dir(run_dir)
-    paths = [vae / f"{p}.png" for p in sub["pair_id"].iloc[rows]]
-    if paths and all(p.is_file() for p in paths):
-        cols["current, VAE round trip"] = suite.load_images(paths, gen.shape[-1])
+    if latent is not None:
+        cols["current, VAE round trip"] = latent[rows]
     cols["real current"] = cur[rows]
     return write_grid(run_dir / "grid.png", cols, sub["text"].iloc[rows].tolist(), sub["patient_id"].iloc[rows].tolist())
 

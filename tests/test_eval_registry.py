@@ -100,7 +100,7 @@ def test_metric_info_is_in_the_results():
     assert list(info)[:3] == ["pathology_auroc", "pathology_auroc_changed", "pathology_accuracy"]
     assert info["cmig"]["needs"] == ["pathology_auroc", "race_auroc", "age_r"] and info["cmig"]["unit"] == "%"
     assert info["age_r"] == {"description": info["age_r"]["description"], "direction": "higher", "headline": True,
-                             "bootstrap": True, "consumes": ["predictions"], "needs": [], "sides": ["test", "ceiling", "floor"],
+                             "bootstrap": True, "consumes": ["predictions"], "needs": [], "sides": ["test", "ceiling", "floor", "latent"],
                              "unit": "", "target": "bjexp.eval.retention.AgeR"}
     assert all(m["description"] for m in info.values())
     assert res["bootstrap"]["n_resamples"] == 5 and set(res["draws"]) == set(res["metrics"])
@@ -155,7 +155,7 @@ def test_inputs_are_computed_once_and_set_level_metrics_have_no_ci():
     spec = {"brightness": {"_target_": f"{__name__}.Bright"}, "brightness_pct": {"_target_": f"{__name__}.BrightPercent"},
             "set_level": {"_target_": f"{__name__}.SetLevel"}}
     res = registry.evaluate(registry.build_metrics(spec), ctx)
-    assert Counting.calls == 3  # once per side, shared by both metrics and all 30 resamples
+    assert Counting.calls == len(registry.SIDES)  # once per side, shared by both metrics and all 30 resamples
     m = res["metrics"]
     for s in registry.SIDES:
         assert m[f"{s}/brightness"]["value"] == pytest.approx(images[s].mean())
@@ -164,6 +164,37 @@ def test_inputs_are_computed_once_and_set_level_metrics_have_no_ci():
                                    "hi": m["test/set_level"]["hi"], "n_valid": 0}
     assert math.isnan(m["test/set_level"]["lo"]) and "ceiling/set_level" not in m and "test/set_level/sub" in m
     assert res["metric_info"]["brightness_pct"]["direction"] == "lower"
+
+
+class MeanPredictor:
+    """A classifier whose age is the image's mean brightness and whose other outputs are fixed."""
+    name, version, findings = "mean", "0", FINDINGS
+
+    def predict(self, images):
+        n, mean = len(images), images.reshape(len(images), -1).mean(1)
+        return Predictions(findings={f: mean / 255 for f in FINDINGS}, race=np.full((n, 3), 1 / 3), age=mean,
+                           sex=mean / 255, features=None, thresholds={})
+
+
+def test_the_latent_ceiling_is_scored_from_its_own_images_and_only_when_given():
+    """`latent` (the real currents' autoencoder round trips) is one more side: its keys come from the predictor on
+    those images, with the same resamples as the other sides; a run without round trips has no latent keys."""
+    from bjexp.eval import suite
+
+    df, _, _ = _problem(3)
+    rng = np.random.default_rng(4)
+    img = {s: rng.integers(0, 256, (len(df), 4, 4), dtype=np.uint8) for s in ("test", "ceiling", "floor", "latent")}
+    age = df["attr_age"].to_numpy()[:, None, None]
+    img["latent"] = np.clip(2.5 * age + rng.normal(0, 40, img["latent"].shape), 0, 255).astype(np.uint8)  # age shows
+    cfg = {"findings": FINDINGS, "n_bootstrap": 40, "metrics": {"age_r": {"_target_": "bjexp.eval.retention.AgeR"}}}
+    kw = dict(generated=img["test"], current=img["ceiling"], prior=img["floor"])
+    res = suite.score_all(cfg, MeanPredictor(), df, latent=img["latent"], **kw)
+    for s in img:
+        want = pearsonr(img[s].reshape(len(df), -1).mean(1), df["attr_age"])[0]
+        assert res["metrics"][f"{s}/age_r"]["value"] == pytest.approx(want, abs=1e-12), s
+    assert res["metrics"]["latent/age_r"]["lo"] > 0.2 > res["metrics"]["test/age_r"]["hi"]
+    assert len(res["draws"]["latent/age_r"]) == len(res["draws"]["test/age_r"]) == 40
+    assert not any(k.startswith("latent/") for k in suite.score_all(cfg, MeanPredictor(), df, **kw)["metrics"])
 
 
 def test_config_mistakes_are_named():
@@ -197,6 +228,35 @@ def test_eval_metrics_compose_from_the_config(tmp_path):
     assert "cmig" not in [m.name for m in built] and not next(m for m in built if m.name == "age_r").headline
     with pytest.raises(Exception, match="metricz"):
         compose(["eval.metricz.cmig=null"])
+
+
+def test_reports_show_the_latent_ceiling_beside_the_others(tmp_path):
+    """report.md: a `latent` row and the generated images as a fraction of it (higher-is-better metrics only); the
+    study's reference rows: one latent row for the arms that share an autoencoder, none for an arm without one."""
+    from types import SimpleNamespace
+
+    from bjexp.tracking.report import write_run_report
+    from bjexp.tracking.study import reference_rows
+
+    info = {"age_r": {"description": "A", "direction": "higher", "headline": True, "bootstrap": True},
+            "fid": {"description": "F", "direction": "lower", "headline": True, "bootstrap": False}}
+    v = {"test": 0.72, "ceiling": 0.95, "floor": 0.9, "latent": 0.8}
+    m = {f"{s}/age_r": {"value": x, "lo": x - 0.05, "hi": x + 0.05} for s, x in v.items()}
+    m.update({f"{s}/fid": {"value": 10.0, "lo": math.nan, "hi": math.nan} for s in ("test", "latent")})
+    md = write_run_report(tmp_path, {"metrics": m, "metric_info": info, "notes": []}).read_text()
+    assert "| latent | 0.800 [0.750, 0.850] | 10.000 |" in md and "| test ÷ latent | 0.900 | – |" in md
+    assert "`latent` = the real current images after the generator's autoencoder round trip" in md
+    no_latent = {k: x for k, x in m.items() if not k.startswith("latent/")}
+    assert "latent" not in write_run_report(tmp_path, {"metrics": no_latent, "metric_info": info}).read_text().split(
+        "Run directory")[1].split("`", 2)[2]
+    runs = [SimpleNamespace(label="identity", metrics=no_latent), SimpleNamespace(label="bj", metrics=m),
+            SimpleNamespace(label="ip2p", metrics={**m, "test/age_r": m["floor/age_r"]})]
+    labels = [lbl for lbl, _ in reference_rows(runs)]
+    assert labels == ["ceiling (real current)", "latent ceiling (real current via the autoencoder)",
+                      "floor (prior = identity)"]
+    other = {**m, "latent/age_r": {"value": 0.7, "lo": 0.6, "hi": 0.8}}  # an arm with another autoencoder
+    assert [lbl for lbl, _ in reference_rows(runs[:2] + [SimpleNamespace(label="sd", metrics=other)])][1:3] == [
+        "latent ceiling (real current via the autoencoder) · bj", "latent ceiling (real current via the autoencoder) · sd"]
 
 
 def test_reports_read_the_metadata_and_show_fid(tmp_path):

@@ -31,6 +31,11 @@ def test_main_job_end_to_end(tmp_path, cache_dir):
     for key in ("test/anatomy_dice", "ceiling/anatomy_dice", "test/label_kl", "test/edit_locality",
                 "ceiling/edit_locality/inside", "test/memorization", "floor/memorization"):
         assert key in m and np.isfinite(m[key]["value"]), key
+    # the latent ceiling: the real currents through the run's VAE (samples_vae/), scored like the other sides
+    for key in ("latent/pathology_auroc_changed", "latent/age_r", "latent/identity_similarity", "latent/cmig"):
+        assert key in m and np.isfinite(m[key]["value"]), key
+    assert len(list((run / "samples_vae").glob("*.png"))) == results["counts"]["test/n_pairs"]
+    assert "| test ÷ latent |" in (run / "report.md").read_text()
     assert "test/anatomy_dice/Heart" in m  # NaN here: a 10-step segmenter may find no heart in either image
     assert set(results["details"]["anatomy_dice"]["held_out"]["dice"]) == {"Left lung", "Right lung", "Heart"}
     new = ("anatomy_dice", "label_kl", "edit_locality", "memorization")
@@ -123,6 +128,7 @@ def test_identity_baseline_outputs_the_prior(tmp_path, cache_dir):
     assert m["test/pathology_auroc"]["value"] == pytest.approx(m["floor/pathology_auroc"]["value"])
     assert m["test/identity_similarity"]["value"] == pytest.approx(1.0, abs=1e-6)
     assert not (run / "checkpoints").exists()
+    assert not any(k.startswith("latent/") for k in m)  # no autoencoder, no latent ceiling
 
 
 def _fit(cfg, run_dir, max_steps):

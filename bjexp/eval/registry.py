@@ -7,8 +7,10 @@ patient-bootstrap resample (`stats.bootstrap`), in the order their `needs` allow
 components from the same resample. Set-level metrics (FID) run once, without a CI.
 
 Sides (keys `side/name[/sub]`): `test` = the generated follow-ups, `ceiling` = the real current images (what a
-perfect generator would score), `floor` = the priors (what copying the prior scores). docs/evaluation.md says how
-to add a metric: a class, one line of `eval.metrics`, a test.
+perfect generator would score), `floor` = the priors (what copying the prior scores), `latent` = the real current
+images after a round trip through the generator's autoencoder (what a perfect generator in that latent space
+would score; only where the run wrote them). docs/evaluation.md says how to add a metric: a class, one line of
+`eval.metrics`, a test.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import pandas as pd
 
 from bjexp.eval import stats
 
-SIDES = ("test", "ceiling", "floor")
+SIDES = ("test", "ceiling", "floor", "latent")
 DIRECTIONS = ("higher", "lower")
 INPUTS = ("predictions", "images", "masks", "pipeline")
 

@@ -83,17 +83,19 @@ def preflight(cfg_eval: Any) -> None:
 
 
 def score_all(cfg_eval: Any, predictor: metrics.Predictor | Callable[[], metrics.Predictor] | None, df: pd.DataFrame, *,
-              generated: np.ndarray, current: np.ndarray, prior: np.ndarray, seed: int = 0, run_cfg: Any = None,
-              providers: Mapping[str, Callable[[], Any]] | None = None) -> dict:
+              generated: np.ndarray, current: np.ndarray, prior: np.ndarray, latent: np.ndarray | None = None,
+              seed: int = 0, run_cfg: Any = None, providers: Mapping[str, Callable[[], Any]] | None = None) -> dict:
     """Every metric of `cfg_eval.metrics` on one run (rows of the image arrays align with `df` rows); returns
-    results.json's body. `predictor` may be a zero-argument builder: it is built only if a metric needs it."""
+    results.json's body. `latent`: the real currents' autoencoder round trips (the `latent` side), if any.
+    `predictor` may be a zero-argument builder: it is built only if a metric needs it."""
     from bjexp.eval.xrv import code_attributes
 
     df = code_attributes(df)  # MIMIC's text sex/race -> the classifiers' codes (numeric codes pass unchanged)
     build = predictor if predictor is None or callable(predictor) and not hasattr(predictor, "predict") else (
         lambda: predictor)
     ctx = registry.EvalContext(
-        df, images={"test": generated, "ceiling": current, "floor": prior}, findings=list(_get(cfg_eval, "findings")),
+        df, images={"test": generated, "ceiling": current, "floor": prior,
+                    **({"latent": latent} if latent is not None else {})}, findings=list(_get(cfg_eval, "findings")),
         uncertain=str(_get(cfg_eval, "uncertain", "exclude")), n_bootstrap=int(_get(cfg_eval, "n_bootstrap", 1000)),
         seed=seed, cache_dir=_get(cfg_eval, "cache_dir"), cache_reference=bool(_get(cfg_eval, "cache_reference", False)),
         cfg=cfg_eval, run_cfg=run_cfg, providers={**({"predictor": build} if build else {}), **(providers or {})})

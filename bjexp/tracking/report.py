@@ -9,7 +9,8 @@ import numpy as np
 
 from bjexp.io import atomic_write
 
-SIDES = {"test": "generated follow-ups", "ceiling": "the real current images", "floor": "the priors (identity)"}
+SIDES = {"test": "generated follow-ups", "ceiling": "the real current images", "floor": "the priors (identity)",
+         "latent": "the real current images after the generator's autoencoder round trip (the latent's ceiling)"}
 ARROW = {"higher": "↑", "lower": "↓"}
 
 
@@ -138,21 +139,34 @@ def sub_tables(m: dict, info: dict[str, dict]) -> list[str]:
         subs = list(dict.fromkeys(k.split("/", 2)[2] for k in m if k.count("/") == 2 and k.split("/")[1] == name))
         if not subs:
             continue
-        sides = [s for s in SIDES if any(f"{s}/{name}/{x}" in m for x in subs)]
+        sides = [s for s in SIDES if any(f"{s}/{name}/{x}" in m for x in subs)]  # columns in SIDES order
         out += ["", f"**{name}/…**: {info[name].get('description', '')}", "",
                 "| | " + " | ".join(sides) + " |", "|---|" + "---|" * len(sides)]
         out += [f"| {x} | " + " | ".join(fmt(m.get(f"{s}/{name}/{x}")) for s in sides) + " |" for x in subs]
     return out
 
 
+def latent_ratios(m: dict, info: dict[str, dict]) -> dict:
+    """Each higher-is-better headline metric of the generated images as a fraction of the latent's ceiling (point
+    values, no CI): how much of what the autoencoder keeps the generator keeps."""
+    out = {}
+    for c in (c for c in headline(info) if info[c].get("direction") == "higher"):
+        t, z = m.get(f"test/{c}", {}).get("value"), m.get(f"latent/{c}", {}).get("value")
+        if t is not None and z and not math.isnan(t) and not math.isnan(z):
+            out[f"test/{c}"] = {"value": t / z, "lo": math.nan, "hi": math.nan}
+    return out
+
+
 def write_run_report(run_dir: Path, results: dict) -> Path:
     m, info = results["metrics"], metric_info(results)
+    sides = [p for p in SIDES if any(k.startswith(p + "/") for k in m)]
     body = ["# Run report", "", f"Run directory: `{run_dir}`", "",
-            "Headline metrics; patient-level bootstrap 95% CIs where the metric has one. `test` = generated "
-            "follow-ups; `ceiling` = the real current images; `floor` = the priors (what the identity baseline "
-            "scores).", ""]
-    body += [metrics_table({p: {k.replace(p, "test", 1): v for k, v in m.items() if k.startswith(p + "/")}
-                            for p in SIDES}, info)]
+            "Headline metrics; patient-level bootstrap 95% CIs where the metric has one. "
+            + "; ".join(f"`{p}` = {SIDES[p]}" for p in sides) + ".", ""]
+    rows = {p: {k.replace(p, "test", 1): v for k, v in m.items() if k.startswith(p + "/")} for p in sides}
+    if "latent" in rows:
+        rows["test ÷ latent"] = latent_ratios(m, info)
+    body += [metrics_table(rows, info)]
     body += ["", "Metrics:", *legend(info)]
     body += sub_tables(m, info)
     c = results.get("counts", {})

@@ -30,7 +30,10 @@ table{border-collapse:collapse;margin:8px 0 16px}th,td{border:1px solid #ccc;pad
 th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}tr.ref td{color:#555;background:#fafafa}
 td.best{font-weight:600}img{max-width:100%}code{background:#f4f4f4;padding:0 3px}.note{color:#666}
 """
-SIDE_LABEL = {"ceiling": "ceiling (real current)", "floor": "floor (prior = identity)"}
+SIDE_LABEL = {"ceiling": "ceiling (real current)", "floor": "floor (prior = identity)",
+              "latent": "latent ceiling (real current via the autoencoder)"}
+REF_STYLE = {"ceiling": dict(color="tab:green", ls="--"), "latent": dict(color="tab:orange", ls="-."),
+             "floor": dict(color="grey", ls=":")}  # the plots' reference lines
 
 
 def page(root: Path, runs: list, info: dict[str, dict], *, grid_pairs: int = 8, extra: str = "") -> str:
@@ -42,8 +45,9 @@ def page(root: Path, runs: list, info: dict[str, dict], *, grid_pairs: int = 8, 
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p class=note><code>{html.escape(str(root))}</code> · {len(runs)} run{'s' * (not single)} · "
              f"written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. <b>test</b> = generated follow-ups; "
-             f"<b>ceiling</b> = the real current images (what a perfect generator scores); <b>floor</b> = the "
-             f"priors (what copying the prior scores).</p>"]
+             f"<b>ceiling</b> = the real current images (what a perfect generator scores); <b>latent ceiling</b> = "
+             f"the real current images after the generator's autoencoder round trip (what a perfect generator in "
+             f"its latent space scores); <b>floor</b> = the priors (what copying the prior scores).</p>"]
     parts += [section("Metrics", metrics_table(runs, info) + legend(info)), extra,
               section("Per finding and sub-metric", sub_tables(runs, info)),
               section("Plots", _img(metrics_plot(runs, info), "metrics with ceiling and floor")
@@ -67,15 +71,17 @@ def _cols(runs, info, prefix="test") -> list[str]:
 
 
 def reference_rows(runs) -> list[tuple[str, dict]]:
-    """(label, metrics as test/…) of the ceiling and floor: one row each when every arm scored the same pairs the
-    same way, else one per arm."""
+    """(label, metrics as test/…) of the reference sides (ceiling, latent ceiling, floor): one row each when every
+    arm that has the side scored the same pairs the same way (the latent's: the same autoencoder), else one per arm."""
     out = []
-    for side in ("ceiling", "floor"):
-        per = [{k.replace(side, "test", 1): v for k, v in r.metrics.items() if k.startswith(side + "/")} for r in runs]
-        if not any(per):
+    for side in ("ceiling", "latent", "floor"):
+        per = [(r, {k.replace(side, "test", 1): v for k, v in r.metrics.items() if k.startswith(side + "/")})
+               for r in runs]
+        per = [(r, p) for r, p in per if p]
+        if not per:
             continue
-        same = all(json.dumps(p, sort_keys=True) == json.dumps(per[0], sort_keys=True) for p in per)
-        out += [(SIDE_LABEL[side], per[0])] if same else [(f"{SIDE_LABEL[side]} · {r.label}", p) for r, p in zip(runs, per)]
+        same = all(json.dumps(p, sort_keys=True) == json.dumps(per[0][1], sort_keys=True) for _, p in per)
+        out += [(SIDE_LABEL[side], per[0][1])] if same else [(f"{SIDE_LABEL[side]} · {r.label}", p) for r, p in per]
     return out
 
 
@@ -220,8 +226,8 @@ def _img(png: bytes | None, alt: str, cls: str = "plot") -> str:
 
 
 def metrics_plot(runs, info) -> bytes | None:
-    """One panel per headline metric: a bar per arm with its CI; the ceiling (green dashed) and floor (grey
-    dotted) as reference lines."""
+    """One panel per headline metric: a bar per arm with its CI; the ceiling (green dashed), the first arm's latent
+    ceiling (orange dash-dot) and the floor (grey dotted) as reference lines."""
     cols = _cols(runs, info)
     if not cols:
         return None
@@ -230,11 +236,12 @@ def metrics_plot(runs, info) -> bytes | None:
     nrow = math.ceil(len(cols) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.7 * nrow + 0.7), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    refs = {side: runs[0].metrics for side in ("ceiling", "floor")}
+    refs = {side: next((r.metrics for r in runs if any(k.startswith(side + "/") for k in r.metrics)), {})
+            for side in REF_STYLE}
     for ax, c in zip(axes.flat, cols):
         vals, err = _values(runs, f"test/{c}")
         ax.bar(np.arange(len(runs)), vals, yerr=err, capsize=3, color=[colors[i % len(colors)] for i in range(len(runs))])
-        for side, style in (("ceiling", dict(color="tab:green", ls="--")), ("floor", dict(color="grey", ls=":"))):
+        for side, style in REF_STYLE.items():
             v = refs[side].get(f"{side}/{c}", {}).get("value")
             if v is not None and not math.isnan(v):
                 ax.axhline(v, lw=1.3, label=side, **style)
@@ -244,8 +251,9 @@ def metrics_plot(runs, info) -> bytes | None:
     for ax in list(axes.flat)[len(cols):]:
         ax.axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[i % len(colors)]) for i in range(len(runs))]
-    handles += [plt.Line2D([], [], color="tab:green", ls="--"), plt.Line2D([], [], color="grey", ls=":")]
-    fig.legend(handles, [r.label for r in runs] + ["ceiling (real current)", "floor (prior)"], loc="lower center",
+    shown = [side for side in REF_STYLE if refs[side]]
+    handles += [plt.Line2D([], [], **REF_STYLE[side]) for side in shown]
+    fig.legend(handles, [r.label for r in runs] + [SIDE_LABEL[side] for side in shown], loc="lower center",
                fontsize=7, ncol=min(3, len(handles)), frameon=False)
     fig.tight_layout(rect=(0, 0.06 + 0.035 * math.ceil(len(handles) / 3), 1, 1))
     return _png(fig)

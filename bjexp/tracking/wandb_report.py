@@ -49,7 +49,8 @@ def build(root: Path, runs: list, info: dict, *, project: str, entity: str | Non
                                       num_columns=min(3, len(runs))))
     blocks = [wr.H1(f"bjexp study: {Path(root).name}"),
               wr.P(f"{len(runs)} runs from {root}. test = generated follow-ups; ceiling = the real current images; "
-                   "floor = the priors (identity)."),
+                   "latent ceiling = the real current images through the generator's autoencoder; floor = the priors "
+                   "(identity)."),
               wr.MarkdownBlock(text=table_md),
               wr.PanelGrid(runsets=[runset], panels=panels)]
     if not images:
