@@ -223,7 +223,8 @@ def test_report_of_a_real_tiny_run(tiny_run, tmp_path):
     with browser(tmp_path) as ctx:
         pg = ctx.new_page()
         pg.goto((run / "report.html").as_uri(), wait_until="load")
-        assert not broken_images(pg) and pg.locator("#metrics tr").count() == 1 + 1 + 3  # header, the run, ceiling + latent + floor
+        # header, the run, and the ceiling, latent ceiling and floor rows
+        assert not broken_images(pg) and pg.locator("#metrics tr").count() == 1 + 1 + 3
         pg.screenshot(path=artefact(tmp_path, "study-report-tiny-run.png"), full_page=True)
         assert ctx.external == []
 
