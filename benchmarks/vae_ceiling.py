@@ -1,6 +1,8 @@
 """How much of each metric survives the tiny VAE alone: the miniature world's classifier on held-out synthetic
 studies as rendered vs after a VAE round trip (encode → posterior mode → decode). A generator that works in
 this latent space cannot retain more than the round trip keeps, so this is the ceiling to read `test/*` against.
+Every run's own results carry the same ceiling on its test pairs (`latent/*`, from samples_vae/; the report's
+`test ÷ latent` row); this benchmark measures it on the classifier's held-out studies, without a run.
 
     python benchmarks/vae_ceiling.py [hydra overrides...]     # default config; builds what the cache lacks
 """
