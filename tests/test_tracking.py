@@ -85,7 +85,7 @@ def test_grid_png_has_one_column_per_image_set_and_the_whole_text(tmp_path):
     assert w4 > w3 > 300 and h4 == h3
 
 
-def test_wandb_offline_run_is_written_locally(tmp_path, monkeypatch):
+def test_wandb_offline_run_is_written_locally(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = OmegaConf.create({"logger": {"name": "wandb", "project": "bjexp-test", "entity": None, "mode": "offline",
                                        "group": None, "tags": []}, "study": None, "seed": 0})
@@ -96,6 +96,7 @@ def test_wandb_offline_run_is_written_locally(tmp_path, monkeypatch):
     wandb.finish()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert runs and any(p.suffix == ".wandb" for p in runs[0].iterdir())
+    assert "anonymous" not in capfd.readouterr().err  # wandb's deprecation warning for Lightning's anonymous=None
 
 
 def test_run_config_is_the_runs_own_with_key_value_overrides(tmp_path):

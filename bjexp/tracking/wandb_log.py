@@ -37,9 +37,12 @@ def make_loggers(cfg: DictConfig, run_dir: Path, run_info: dict) -> list:
     choices = run_info.get("choices", {})
     name = "-".join(f"{choices[g]}" for g in ("method", "encoder", "conditioning", "registration") if g in choices) or None
     run_id = wandb_run_id(run_dir)
-    return [csv, WandbLogger(project=lg.project, entity=lg.entity, group=lg.group or cfg.get("study"), tags=list(lg.tags),
-                        name=name, save_dir=str(run_dir), id=run_id, resume="allow", mode=lg.mode,
-                        config={**loggable_config(cfg), "run_info": run_info})]
+    wb = WandbLogger(project=lg.project, entity=lg.entity, group=lg.group or cfg.get("study"), tags=list(lg.tags),
+                     name=name, save_dir=str(run_dir), id=run_id, resume="allow", mode=lg.mode,
+                     config={**loggable_config(cfg), "run_info": run_info})
+    # Lightning always passes anonymous=None, and wandb (0.31) warns on any value of that deprecated setting
+    wb._wandb_init.pop("anonymous", None)
+    return [csv, wb]
 
 
 def wandb_run_id(run_dir: Path) -> str:
