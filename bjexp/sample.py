@@ -96,13 +96,14 @@ def run(cfg: DictConfig) -> Path:
     """Standalone: rebuild a finished run's method (and its trained module from the last checkpoint), then sample."""
     from bjexp.methods import build_method
     from bjexp.tracking.runinfo import run_config
-    from bjexp.workflow import load_data
+    from bjexp.workflow import load_data, require_trained
 
     cfg = run_config(cfg)  # run=<dir>: that run's own config
     run_dir = Path(cfg.run or cfg.paths.run_dir)
     method = build_method(cfg)
-    if method.trains:
-        checkpoints.require_last(run_dir)  # before data and models
+    if method.trains:  # before data and models
+        checkpoints.require_last(run_dir)
+        require_trained(cfg, run_dir)
     data = load_data(cfg)  # its preflight checks the method (weights, options) before any data work
     module = method.restore(cfg, data, run_dir)
     return generate(cfg, data, method.generator(cfg, data, module), run_dir, getattr(method, "prompt", "text"))

@@ -1,6 +1,7 @@
 """The pieces the stage entry points share: data tables, model assembly, fitting with resume."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from bjexp import prepare
 from bjexp.checkpoints import checkpoint_dir, last_checkpoint
 from bjexp.data import manifest as mf
 from bjexp.data.datamodule import JourneyDataModule, Tables, encode_tables, load_tables
-from bjexp.errors import ConfigError
+from bjexp.errors import ConfigError, RunDirError
 from bjexp.io import config_hash
 from bjexp.logs import route_library_loggers
 from bjexp.models.build import build_encoder, build_scheme, build_unet, build_vae
@@ -180,13 +181,11 @@ def fit(cfg: DictConfig, module: JourneyDiffusion, data: Data, run_dir: Path, lo
     """Train through the curriculum stages; resumes from <run_dir>/checkpoints/last.ckpt when the run dir is
     reused (or requeued). Each stage continues the previous one's weights, optimizer and EMA (via last.ckpt)
     and the global step, so all stages log as one run; finished stages are listed in checkpoints/stages.json."""
-    import json
-
     from omegaconf import open_dict
 
     last = last_checkpoint(run_dir)
-    done_file = checkpoint_dir(run_dir) / "stages.json"
-    done = json.loads(done_file.read_text()) if done_file.is_file() else []
+    done_file = stages_file(run_dir)
+    done = finished_stages(run_dir)
     trainer = None
     for name, kind, end in stage_ends(cfg):
         if name in done or (trainer is not None and end <= trainer.global_step):
@@ -208,6 +207,25 @@ def fit(cfg: DictConfig, module: JourneyDiffusion, data: Data, run_dir: Path, lo
         trainer = make_trainer(cfg, run_dir, loggers)
         _fit_or_exit(trainer, module, datamodule(cfg, data, stage_ends(cfg)[-1][1]), last)
     return trainer
+
+
+def stages_file(run_dir: Path) -> Path:
+    return checkpoint_dir(run_dir) / "stages.json"
+
+
+def finished_stages(run_dir: Path) -> list[str]:
+    path = stages_file(run_dir)
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def require_trained(cfg: DictConfig, run_dir: Path) -> None:
+    """Refuses a run whose fit has not finished: its samples would come from a partial checkpoint, and the resumed
+    run's sample stage would keep them beside those of the trained model."""
+    missing = [name for name, _, _ in stage_ends(cfg) if name not in finished_stages(run_dir)]
+    if missing:
+        raise RunDirError(f"{run_dir} has not finished training (curriculum stages not done: {', '.join(missing)}), so "
+                          f"its last checkpoint is partial. Resume it first: `python -m bjexp.train "
+                          f"hydra.run.dir={run_dir}`")
 
 
 def _fit_or_exit(trainer: L.Trainer, module, dm, last: Path) -> None:

@@ -503,6 +503,29 @@ def test_mistakes_fail_at_start_up_before_any_data_or_model_work(tmp_path, stage
     assert not cache.exists()  # nothing was prepared, trained or built
 
 
+def test_sampling_a_run_whose_training_has_not_finished_is_refused(tmp_path):
+    """`sample run=<dir>` on an interrupted fit would sample its partial checkpoint, and the resumed run would keep
+    those samples beside the trained model's: refused, before any data work, until every curriculum stage is done."""
+    import torch
+
+    from bjexp.workflow import require_trained
+
+    cache = tmp_path / "cache"
+    run = recorded_run(tmp_path / "run", *TINY, cache=cache)
+    (run / "checkpoints").mkdir()
+    torch.save({"global_step": 3}, run / "checkpoints" / "last.ckpt")  # a readable checkpoint of an unfinished fit
+    p = bjexp("sample", f"run={run}", f"hydra.run.dir={tmp_path / 'out'}", cache=cache)
+    assert_one_message(p, f"{run} has not finished training (curriculum stages not done: triples)",
+                       f"python -m bjexp.train hydra.run.dir={run}")
+    assert not cache.exists() and not (run / "samples").exists()
+    cfg = compose(TINY)
+    (run / "checkpoints" / "stages.json").write_text(json.dumps(["triples"]))  # what fit writes when it is done
+    require_trained(cfg, run)
+    two = compose([*TINY, "curriculum=two_stage"])
+    with pytest.raises(Exception, match="stages not done: single"):
+        require_trained(two, run)
+
+
 def test_a_key_no_schema_knows_is_an_error_also_with_plus(tmp_path):
     p = bjexp("train", "+trainer.max_stps=5", cache=tmp_path)
     assert_one_message(p, "unknown config key: trainer.max_stps", "did you mean trainer.max_steps?")
