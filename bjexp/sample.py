@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from bjexp import checkpoints, cli, runstate, schema
+from bjexp import cli, runstate, schema
 from bjexp.imaging import write_png
 from bjexp.models.encoders import EncodedText
 from bjexp.models.guidance import pair_generator
@@ -101,9 +101,8 @@ def run(cfg: DictConfig) -> Path:
     cfg = run_config(cfg)  # run=<dir>: that run's own config
     run_dir = Path(cfg.run or cfg.paths.run_dir)
     method = build_method(cfg)
-    if method.trains:  # before data and models
-        checkpoints.require_last(run_dir)
-        require_trained(cfg, run_dir)
+    if method.trains:
+        require_trained(cfg, run_dir)  # before data and models
     data = load_data(cfg)  # its preflight checks the method (weights, options) before any data work
     module = method.restore(cfg, data, run_dir)
     return generate(cfg, data, method.generator(cfg, data, module), run_dir, getattr(method, "prompt", "text"))

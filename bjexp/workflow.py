@@ -218,14 +218,19 @@ def finished_stages(run_dir: Path) -> list[str]:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
-def require_trained(cfg: DictConfig, run_dir: Path) -> None:
-    """Refuses a run whose fit has not finished: its samples would come from a partial checkpoint, and the resumed
-    run's sample stage would keep them beside those of the trained model."""
+def require_trained(cfg: DictConfig, run_dir: Path) -> Path:
+    """The run's last.ckpt, checked readable and final: a run whose fit has not finished is refused (its samples
+    would come from a partial checkpoint, and the resumed run's sample stage would keep them beside those of the
+    trained model)."""
+    from bjexp.checkpoints import require_last
+
+    last = require_last(run_dir)
     missing = [name for name, _, _ in stage_ends(cfg) if name not in finished_stages(run_dir)]
     if missing:
         raise RunDirError(f"{run_dir} has not finished training (curriculum stages not done: {', '.join(missing)}), so "
                           f"its last checkpoint is partial. Resume it first: `python -m bjexp.train "
                           f"hydra.run.dir={run_dir}`")
+    return last
 
 
 def _fit_or_exit(trainer: L.Trainer, module, dm, last: Path) -> None:
