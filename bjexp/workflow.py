@@ -87,7 +87,8 @@ def build_module(cfg: DictConfig, data: Data) -> JourneyDiffusion:
     tune(unet, channels_last=m.channels_last, sdpa_backends=m.sdpa_backends, compile=m.compile)
     return JourneyDiffusion(unet, vae, encoder, scheme, null, optim=cfg.model.optim, cfg_dropout=cfg.method.cfg_dropout,
                             num_train_timesteps=cfg.model.num_train_timesteps, prediction_type=cfg.model.prediction_type,
-                            texts=data.tables.texts, seed=cfg.seed, min_snr_gamma=cfg.model.min_snr_gamma)
+                            texts=data.tables.texts, seed=cfg.seed, min_snr_gamma=cfg.model.min_snr_gamma,
+                            total_steps=cfg.trainer.max_steps)
 
 
 def weights_fingerprint(folder) -> list:

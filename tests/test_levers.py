@@ -20,7 +20,7 @@ def test_optimizer_levers_reach_adamw():
     for fused, foreach in ((True, None), (None, False), (None, None)):
         cfg = compose(OVERRIDES + [f"model.optim.fused={str(fused).lower() if fused is not None else 'null'}",
                                    f"model.optim.foreach={str(foreach).lower() if foreach is not None else 'null'}"])
-        opt = tiny_module(cfg, data).configure_optimizers()
+        opt = tiny_module(cfg, data).configure_optimizers()["optimizer"]
         assert isinstance(opt, torch.optim.AdamW)
         assert opt.defaults["fused"] == fused and opt.defaults["foreach"] == foreach
 

@@ -3,6 +3,7 @@ checkpointing + accumulation, global batch split per device, DDP with 2 processe
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -70,6 +71,44 @@ def test_two_stage_curriculum_null_prior_then_triples_and_resume(tmp_path):
     seen3 = _record(m3)
     fit(cfg, m3, data, tmp_path, None)
     assert seen3 == [] and unet_digest(m3) == pytest.approx(unet_digest(m2), rel=1e-12)
+
+
+def _record_lr(module, stop_after: int | None = None):
+    """The learning rate each optimizer step used; optionally stop the fit once `stop_after` steps are done (the
+    step-1 checkpoint is written first), as a killed job would leave it."""
+    lrs, step = {}, module.training_step
+
+    def spy(batch, batch_idx):
+        lrs[module.trainer.global_step] = module.trainer.optimizers[0].param_groups[0]["lr"]
+        return step(batch, batch_idx)
+
+    def stop(*_):
+        if stop_after is not None and module.trainer.global_step >= stop_after:
+            module.trainer.should_stop = True
+    module.training_step, module.on_train_batch_end = spy, stop
+    return lrs
+
+
+def test_lr_schedule_spans_every_curriculum_stage_and_resumes_exactly(tmp_path):
+    data = tiny_data()
+    cfg = compose(OVERRIDES + ["curriculum=two_stage", "trainer.max_steps=8", "trainer.checkpoint_every_n_steps=1",
+                               "model.optim.lr=0.01", "model.optim.lr_schedule=cosine", "model.optim.lr_warmup_steps=2"])
+    # diffusers' cosine with warm-up, written out: linear to the peak over 2 steps, then half a cosine to 0 at step 8
+    expected = [0.01 * (s / 2 if s < 2 else 0.5 * (1 + math.cos(math.pi * (s - 2) / 6))) for s in range(8)]
+    full = tiny_module(cfg, data)
+    lrs = _record_lr(full)
+    fit(cfg, full, data, tmp_path / "full", None)
+    assert [lrs[s] for s in range(8)] == pytest.approx(expected, rel=1e-9)  # one schedule over both stages
+
+    first = tiny_module(cfg, data)
+    lrs1 = _record_lr(first, stop_after=6)  # killed in stage 2, two steps before the end
+    fit(cfg, first, data, tmp_path / "split", None)
+    assert sorted(lrs1) == list(range(6))
+    resumed = tiny_module(cfg, data)
+    lrs2 = _record_lr(resumed)
+    fit(cfg, resumed, data, tmp_path / "split", None)
+    assert sorted(lrs2) == [6, 7] and [lrs2[6], lrs2[7]] == pytest.approx(expected[6:], rel=1e-9)
+    assert unet_digest(resumed) == unet_digest(full)
 
 
 def test_bf16_checkpointing_accumulation_step_the_optimizer_per_global_batch(tmp_path):

@@ -48,7 +48,8 @@ def tiny_module(cfg, data: Data) -> JourneyDiffusion:
     vae = AutoencoderKL(latent_channels=4, block_out_channels=(8,), norm_num_groups=8)
     null = EncodedText(data.tables.states[:1], data.tables.mask[:1])
     return JourneyDiffusion(unet, vae, FrozenStub(), scheme, null, optim=cfg.model.optim,
-                            cfg_dropout=cfg.method.cfg_dropout, texts=data.tables.texts)
+                            cfg_dropout=cfg.method.cfg_dropout, texts=data.tables.texts,
+                            total_steps=cfg.trainer.max_steps)
 
 
 def unet_digest(module) -> float:

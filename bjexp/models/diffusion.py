@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from bjexp.imaging import uint8_to_vae
@@ -24,8 +25,9 @@ def noise_scheduler(num_train_timesteps: int = 1000, prediction_type: str = "eps
 class JourneyDiffusion(L.LightningModule):
     def __init__(self, unet, vae, encoder: TextEncoder, scheme, null_text: EncodedText, *, optim, cfg_dropout,
                  num_train_timesteps: int = 1000, prediction_type: str = "epsilon", texts: list[str] | None = None,
-                 seed: int = 0, min_snr_gamma: float | None = None):
+                 seed: int = 0, min_snr_gamma: float | None = None, total_steps: int | None = None):
         super().__init__()
+        self.total_steps = total_steps  # the LR schedule's length: the whole run, not one curriculum stage's fit
         self.seed = seed
         self.min_snr_gamma = min_snr_gamma
         self.unet, self.vae, self.encoder, self.scheme = unet, vae, encoder, scheme
@@ -122,8 +124,11 @@ class JourneyDiffusion(L.LightningModule):
         if self.encoder.trainable:
             params += [p for p in self.encoder.parameters() if p.requires_grad]
         o = self.optim_cfg
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas),
-                                 fused=o.get("fused"), foreach=o.get("foreach"))
+        opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas),
+                                fused=o.get("fused"), foreach=o.get("foreach"))
+        schedule = get_scheduler(o.get("lr_schedule", "constant"), opt, num_warmup_steps=o.get("lr_warmup_steps", 0),
+                                 num_training_steps=self.total_steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_fit_start(self):
         self.ema.to(self.device)

@@ -208,11 +208,12 @@ def _train(cfg: DictConfig, unet, vae, encoder, scheme, images: torch.Tensor, te
     with torch.no_grad(), tempfile.TemporaryDirectory() as features:  # used once: not kept in the cache
         encode_tables(tables, vae, encoder, Path(features), "general")
     module = JourneyDiffusion(unet, vae, encoder, scheme, tables.null_text(), optim=g.optim, cfg_dropout=g.cfg_dropout,
-                              num_train_timesteps=cfg.model.num_train_timesteps, seed=g.seed)
+                              num_train_timesteps=cfg.model.num_train_timesteps, seed=g.seed, total_steps=steps)
     rows = np.arange(len(prior))
     batches = iter(DataLoader(PairDataset(tables, index, rows), batch_sampler=StepBatchSampler(
         len(rows), g.optim.batch_size, g.seed)))
-    opt = module.configure_optimizers()
+    optimizers = module.configure_optimizers()
+    opt, schedule = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
     module.train()
     curve = []
     with progress() as bar:
@@ -223,6 +224,7 @@ def _train(cfg: DictConfig, unet, vae, encoder, scheme, images: torch.Tensor, te
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
             opt.step()
+            schedule.step()
             module.ema.step(unet.parameters())
             curve.append(float(loss.detach()))
             bar.advance(task)

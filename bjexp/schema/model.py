@@ -45,6 +45,10 @@ class OptimConfig:
     batch_size: int = 32  # global batch; split across devices
     ema_decay: float = 0.9999
     ema_warmup: bool = True  # diffusers EMAModel's decay warm-up (matters for short runs)
+    # The learning rate over the run: a diffusers.optimization schedule name (constant, cosine, linear, ...), with
+    # its warm-up, over trainer.max_steps (every curriculum stage together).
+    lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
     # AdamW's implementation: None = torch's choice (foreach on GPU); fused=true runs one kernel per step.
     fused: Optional[bool] = None
     foreach: Optional[bool] = None
