@@ -28,6 +28,21 @@ def check_sampler(cfg: DictConfig) -> None:
                           f"{dict(s.scheduler_kwargs)}: {e}") from e
 
 
+def check_lr_schedule(cfg: DictConfig) -> None:
+    """`model.optim.lr_schedule` must name a diffusers schedule this run can build (piecewise_constant needs step
+    rules, which bjexp does not pass), and diffusers' `constant` would drop a warm-up without a word."""
+    from diffusers.optimization import SchedulerType
+
+    o = cfg.model.optim
+    names = [t.value for t in SchedulerType if t is not SchedulerType.PIECEWISE_CONSTANT]
+    if o.lr_schedule not in names:
+        raise ConfigError(f"model.optim.lr_schedule={o.lr_schedule!r} is not a diffusers schedule; one of "
+                          f"{', '.join(names)}")
+    if o.lr_schedule == SchedulerType.CONSTANT.value and o.lr_warmup_steps > 0:
+        raise ConfigError(f"model.optim.lr_warmup_steps={o.lr_warmup_steps} with lr_schedule=constant: diffusers' "
+                          "constant schedule has no warm-up; use lr_schedule=constant_with_warmup")
+
+
 def check(cfg: DictConfig) -> None:
     from bjexp.eval.suite import preflight as check_eval
     from bjexp.methods import build_method
@@ -36,6 +51,8 @@ def check(cfg: DictConfig) -> None:
     method = build_method(cfg)  # an unknown method class fails here
     method.check(cfg)  # its weights and options
     check_steps(cfg)
+    if method.trains:
+        check_lr_schedule(cfg)
     if method.samples:
         check_sampler(cfg)
     check_eval(cfg.eval)

@@ -492,8 +492,11 @@ def assert_one_message(p: subprocess.CompletedProcess, *needles: str) -> None:
     ("train", [*TINY, "sampler.scheduler=EulerAncestralDiscreteSchedulr"],
      ["sampler.scheduler='EulerAncestralDiscreteSchedulr' is not a diffusers scheduler"]),
     ("train", [*TINY, "trainer.max_steps=0"], ["trainer.max_steps=0: method=biomedjourney trains"]),
+    ("train", [*TINY, "model.optim.lr_schedule=cosin"], ["model.optim.lr_schedule='cosin' is not a diffusers schedule"]),
+    ("train", [*TINY, "model.optim.lr_warmup_steps=10"], ["lr_schedule=constant: diffusers' constant schedule has no "
+                                                           "warm-up; use lr_schedule=constant_with_warmup"]),
     ("sample", ["run={run}"], ["no checkpoint at {run}/checkpoints/last.ckpt"]),
-], ids=["eval-weights", "sampler", "zero-steps", "sample-without-checkpoint"])
+], ids=["eval-weights", "sampler", "zero-steps", "lr-schedule", "warm-up-ignored", "sample-without-checkpoint"])
 def test_mistakes_fail_at_start_up_before_any_data_or_model_work(tmp_path, stage, overrides, needles):
     cache = tmp_path / "cache"
     run = recorded_run(tmp_path / "run", *TINY, cache=cache)
