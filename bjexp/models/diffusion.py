@@ -126,7 +126,7 @@ class JourneyDiffusion(L.LightningModule):
         o = self.optim_cfg
         opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas),
                                 fused=o.get("fused"), foreach=o.get("foreach"))
-        schedule = get_scheduler(o.get("lr_schedule", "constant"), opt, num_warmup_steps=o.get("lr_warmup_steps", 0),
+        schedule = get_scheduler(o.lr_schedule, opt, num_warmup_steps=o.lr_warmup_steps,
                                  num_training_steps=self.total_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
