@@ -51,7 +51,7 @@ class Session:
 def load_session(cfg: DictConfig) -> Session:
     """The run's method and generator rebuilt exactly as `python -m bjexp.sample run=<dir>` does."""
     from bjexp.methods import build_method
-    from bjexp.sample import test_rows
+    from bjexp.sample import scored_rows
     from bjexp.tracking.runinfo import run_config
     from bjexp.workflow import load_data
 
@@ -63,7 +63,7 @@ def load_session(cfg: DictConfig) -> Session:
     data = load_data(run_cfg)
     module = method.restore(run_cfg, data, Path(run_cfg.run))
     generator = method.generator(run_cfg, data, module)
-    rows = test_rows(data.df, run_cfg.eval.max_pairs)
+    rows = scored_rows(data.df, "test", run_cfg.eval.max_pairs)
     predictor, note = _predictor(run_cfg)
     s = Session(run_cfg, data, generator, getattr(method, "prompt", "text"), sampler_configs(run_cfg), predictor,
                 note, templates(list(run_cfg.eval.findings)), rows)

@@ -23,7 +23,7 @@ from bjexp.eval.draws import DRAWS, write_draws
 from bjexp.instantiate import instantiate
 from bjexp.io import write_json
 from bjexp.runstate import sample_dir, vae_dir
-from bjexp.sample import test_rows
+from bjexp.sample import scored_rows
 from bjexp.tracking.report import grid_rows, write_grid, write_run_report
 
 schema.register()
@@ -50,12 +50,12 @@ def run_generator(cfg: DictConfig, data, run_dir: Path):
 
 
 def evaluate(cfg: DictConfig, data, run_dir: Path, generator=None) -> dict:
-    """Score the run's samples against the manifest's test rows (priors and currents from the in-memory tables of
+    """Score the run's samples against the manifest's rows of `eval.split` (priors and currents from the in-memory tables of
     `data`, a workflow.Data); writes results.json, grid.png, report.md. `generator`: the run's (for the
     consistency probes, eval.probes); None = rebuilt from the run's checkpoint if a probe needs it."""
     run_dir = Path(run_dir)
     df = data.df
-    rows = test_rows(df, cfg.eval.max_pairs)
+    rows = scored_rows(df, cfg.eval.split, cfg.eval.max_pairs)
     sub = df.iloc[rows].reset_index(drop=True)
     sub.attrs = df.attrs
     size = cfg.model.image_size
@@ -73,6 +73,7 @@ def evaluate(cfg: DictConfig, data, run_dir: Path, generator=None) -> dict:
                               latent=latent, seed=seed, run_cfg=cfg, providers={"train_images": bank,
                                          "pipeline": lambda: generator or run_generator(cfg, data, run_dir)})
     results["n_bootstrap"] = cfg.eval.n_bootstrap
+    results["split"] = cfg.eval.split
     write_draws(run_dir / DRAWS, results.pop("draws"))
     write_json(run_dir / "results.json", results)
     write_pair_grid(run_dir, sub, prior, gen, cur, cfg.eval.grid_pairs, list(cfg.eval.findings), latent)

@@ -1,4 +1,5 @@
-"""`python -m bjexp.sample run=<run dir>`: generate the test split's follow-ups with the run's method.
+"""`python -m bjexp.sample run=<run dir>`: generate the follow-ups of the scored split (`eval.split`, the test split
+unless told) with the run's method.
 
 Writes `<run_dir>/samples/<pair_id>.png`; existing PNGs are kept (a requeued job continues where it stopped).
 Every method samples through `generate`, which calls the method's generator (a JourneyPipeline, or the identity
@@ -15,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from bjexp import cli, runstate, schema
+from bjexp.errors import ConfigError
 from bjexp.imaging import write_png
 from bjexp.models.encoders import EncodedText
 from bjexp.models.guidance import pair_generator
@@ -27,8 +29,13 @@ schema.register()
 PROMPT_INDEX = {"text": "text", "current_report": "report"}
 
 
-def test_rows(df: pd.DataFrame, max_pairs: int | None) -> np.ndarray:
-    rows = np.flatnonzero((df["split"] == "test").to_numpy())
+def scored_rows(df: pd.DataFrame, split: str = "test", max_pairs: int | None = None) -> np.ndarray:
+    """The manifest rows a run samples and scores: `eval.split`'s pairs (the first `max_pairs` of them)."""
+    rows = np.flatnonzero((df["split"] == split).to_numpy())
+    if not len(rows):
+        have = ", ".join(f"{k} {n}" for k, n in df["split"].value_counts().items())
+        raise ConfigError(f"eval.split={split}: the manifest has no {split} pairs (it has {have or 'none'}); "
+                          "give the data a val fraction, or score the test split")
     return rows[:max_pairs] if max_pairs else rows
 
 
@@ -47,17 +54,17 @@ def conditions(data, rows, prompt: str = "text", cached: bool = True) -> dict:
 
 @torch.no_grad()
 def generate(cfg: DictConfig, data, generator, run_dir: Path, prompt: str = "text", cached: bool = True) -> Path:
-    """Fill the samples folder for the test rows that have no PNG yet; returns it. PNGs are written by a thread
+    """Fill the samples folder for the scored rows (`eval.split`) that have no PNG yet; returns it. PNGs are written by a thread
     while the next batch samples. A generator with an autoencoder (`round_trip`) also writes the real currents'
     round trips to `samples_vae/` (the latent's own ceiling, read beside the generated images)."""
     s = cfg.sampler
     out = sample_dir(run_dir)
     runstate.claim_samples(cfg, out)  # never mix samples made with other settings (resample=true starts afresh)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [r for r in test_rows(data.df, cfg.eval.max_pairs)
-            if not (out / f"{data.df['pair_id'].iat[r]}.png").is_file()]
+    scored = scored_rows(data.df, cfg.eval.split, cfg.eval.max_pairs)
+    rows = [r for r in scored if not (out / f"{data.df['pair_id'].iat[r]}.png").is_file()]
     if hasattr(generator, "round_trip"):
-        write_round_trips(data, test_rows(data.df, cfg.eval.max_pairs), generator, vae_dir(run_dir), s.batch_size)
+        write_round_trips(data, scored, generator, vae_dir(run_dir), s.batch_size)
     device = getattr(generator, "device", "cpu")
     with progress() as bar, ThreadPoolExecutor(max_workers=1) as writer:
         task = bar.add_task(f"sample ({s.name}, {s.steps} steps)", total=len(rows), unit="pairs")

@@ -182,7 +182,7 @@ def test_zero_shot_samples_are_what_the_folder_draws(fake_folders, cache_dir, tm
 
     from bjexp.imaging import read_grey
     from bjexp.models.guidance import pair_generator
-    from bjexp.sample import test_rows
+    from bjexp.sample import scored_rows
     from bjexp.workflow import load_data
 
     run = tmp_path / "run"
@@ -191,7 +191,7 @@ def test_zero_shot_samples_are_what_the_folder_draws(fake_folders, cache_dir, tm
     os.environ["BJEXP_CACHE"] = str(cache_dir)
     cfg = compose(["method=instructpix2pix", *SD15_TINY, f"paths.assets_dir={fake_folders}", "paths.run_dir=/x"])
     data = load_data(cfg)
-    row, second = (int(r) for r in test_rows(data.df, 2))
+    row, second = (int(r) for r in scored_rows(data.df, max_pairs=2))
     pid, text = data.df["pair_id"].iat[row], data.df["text"].iat[row]
     prior = data.tables.images[data.index["prior"][row]]
     ref = StableDiffusionInstructPix2PixPipeline.from_pretrained(fake_folders / "instruct-pix2pix", safety_checker=None,

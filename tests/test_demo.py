@@ -106,10 +106,10 @@ def _first_pair(run_dir):
 
     from bjexp.data import manifest as mf
     from bjexp.demo import pair_label
-    from bjexp.sample import test_rows
+    from bjexp.sample import scored_rows
 
     df = mf.read(json.loads((run_dir / "run.json").read_text())["manifest"])
-    rows = test_rows(df, None)
+    rows = scored_rows(df)
     assert isinstance(df, pd.DataFrame) and len(rows)
     return pair_label(df, rows[0]), df["pair_id"].iat[rows[0]], df["text"].iat[rows[0]]
 

@@ -495,8 +495,10 @@ def assert_one_message(p: subprocess.CompletedProcess, *needles: str) -> None:
     ("train", [*TINY, "model.optim.lr_schedule=cosin"], ["model.optim.lr_schedule='cosin' is not a diffusers schedule"]),
     ("train", [*TINY, "model.optim.lr_warmup_steps=10"], ["lr_schedule=constant: diffusers' constant schedule has no "
                                                            "warm-up; use lr_schedule=constant_with_warmup"]),
+    ("train", [*TINY, "eval.split=train"], ["eval.split='train': a run scores one of val, test"]),
     ("sample", ["run={run}"], ["no checkpoint at {run}/checkpoints/last.ckpt"]),
-], ids=["eval-weights", "sampler", "zero-steps", "lr-schedule", "warm-up-ignored", "sample-without-checkpoint"])
+], ids=["eval-weights", "sampler", "zero-steps", "lr-schedule", "warm-up-ignored", "eval-split",
+        "sample-without-checkpoint"])
 def test_mistakes_fail_at_start_up_before_any_data_or_model_work(tmp_path, stage, overrides, needles):
     cache = tmp_path / "cache"
     run = recorded_run(tmp_path / "run", *TINY, cache=cache)
@@ -504,6 +506,18 @@ def test_mistakes_fail_at_start_up_before_any_data_or_model_work(tmp_path, stage
     p = bjexp(stage, *(o.format(**fill) for o in overrides), f"hydra.run.dir={tmp_path / 'out'}", cache=cache)
     assert_one_message(p, *(n.format(**fill) for n in needles))
     assert not cache.exists()  # nothing was prepared, trained or built
+
+
+def test_scoring_a_split_the_manifest_lacks_names_what_it_has():
+    import pandas as pd
+
+    from bjexp.errors import ConfigError
+    from bjexp.sample import scored_rows
+
+    df = pd.DataFrame({"split": ["train", "train", "test"]})
+    assert scored_rows(df, "test").tolist() == [2]
+    with pytest.raises(ConfigError, match=r"^eval\.split=val: the manifest has no val pairs \(it has train 2, test 1\); "):
+        scored_rows(df, "val")
 
 
 def test_sampling_a_run_whose_training_has_not_finished_is_refused(tmp_path):

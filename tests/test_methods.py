@@ -82,11 +82,11 @@ def test_pipeline_from_a_trained_module_samples_with_the_ema_weights(tiny_module
 def test_pipeline_takes_raw_inputs_or_cached_features_with_the_same_result(tiny_module):
     from bjexp.methods.trained import TrainedDiffusion
     from bjexp.models.guidance import pair_generator
-    from bjexp.sample import conditions, test_rows
+    from bjexp.sample import conditions, scored_rows
 
     cfg, data, module = tiny_module
     pipe = TrainedDiffusion().generator(cfg, data, module)
-    rows = test_rows(data.df, 3)
+    rows = scored_rows(data.df, max_pairs=3)
     kw = dict(steps=2, image_guidance=1.5, text_guidance=7.5)
     gens = lambda: [pair_generator(p, 0) for p in data.df["pair_id"].iloc[rows]]  # noqa: E731
     cached = pipe(**conditions(data, rows), generators=gens(), **kw)

@@ -189,3 +189,35 @@ def test_multirun_sweeps_both_encoder_families(tmp_path, cache_dir):
     # the two encoders really differ: masked 256-token BERT tower vs 77-token causal CLIP tower
     cfgs = [(r.parent / "config.yaml").read_text() for r in runs]
     assert any("max_length: 256" in c for c in cfgs) and any("max_length: 77" in c for c in cfgs)
+
+
+def test_the_val_split_is_sampled_and_scored_on_request(tmp_path, cache_dir, tiny_run):
+    """eval.split=val: sampler settings can be chosen without reading the test split. The val pairs are sampled
+    and scored, counted from the manifest independently, and the test samples beside them are left alone."""
+    import shutil
+
+    import pandas as pd
+
+    run = tmp_path / "val"
+    shutil.copytree(tiny_run.dir, run)
+    test_pngs = {p.name: p.read_bytes() for p in (run / "samples").glob("*.png")}
+    _run_stage("sample", run, cache_dir, tmp_path, "eval.split=val")
+    _run_stage("evaluate", run, cache_dir, tmp_path, "eval.split=val")
+
+    df = pd.read_csv(json.loads((run / "run.json").read_text())["manifest"])
+    val = df[df["split"] == "val"]
+    assert len(val) and not set(val["pair_id"]) & set(df.loc[df["split"] == "test", "pair_id"])
+    results = json.loads((run / "results.json").read_text())
+    assert results["split"] == "val"
+    c = results["counts"]
+    assert c["test/n_pairs"] == len(val) and c["test/n_patients"] == val["patient_id"].nunique()
+    for f in ("Effusion", "Pneumothorax"):
+        assert c[f"test/n_changed/{f}"] == int((val[f"prior_{f}"] != val[f"current_{f}"]).sum())
+    made = {p.name: p.read_bytes() for p in (run / "samples").glob("*.png")}
+    assert set(made) - set(test_pngs) == {f"{p}.png" for p in val["pair_id"]}
+    assert all(made[k] == v for k, v in test_pngs.items())
+    assert {p.name for p in (run / "samples_vae").glob("*.png")} >= {f"{p}.png" for p in val["pair_id"]}
+    report = (run / "report.md").read_text()
+    assert "Scored on the **val** split." in report
+    assert f"Val pairs: {len(val)} from {val['patient_id'].nunique()} patients" in report
+    assert json.loads((tiny_run.dir / "results.json").read_text())["split"] == "test"

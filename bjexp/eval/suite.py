@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from bjexp.errors import ConfigError
 from bjexp.eval import metrics, registry
 from bjexp.imaging import read_grey
 
@@ -32,6 +33,9 @@ def load_images(paths: Sequence[str | Path], size: int | None = None) -> np.ndar
     if len(shapes) > 1:
         raise ValueError(f"images differ in size {sorted(shapes)}; pass size= to resize them on reading")
     return np.stack(out) if out else np.zeros((0, size or 0, size or 0), np.uint8)
+
+
+SCORED_SPLITS = ("val", "test")  # train pairs would score the memorization audit against themselves
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -67,6 +71,10 @@ def preflight(cfg_eval: Any) -> None:
     from omegaconf import OmegaConf
 
     from bjexp.instantiate import get_method
+
+    if (split := _get(cfg_eval, "split")) is not None and split not in SCORED_SPLITS:
+        raise ConfigError(f"eval.split={split!r}: a run scores one of {', '.join(SCORED_SPLITS)} (val to "
+                          "choose settings, test to report)")
 
     p = OmegaConf.to_container(cfg_eval.predictor, resolve=True) if hasattr(cfg_eval.predictor, "keys") else {}
     if p.get("_target_"):

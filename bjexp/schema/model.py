@@ -206,7 +206,10 @@ class EvalConfig:
     # Seed of the patient bootstrap; None = the run's seed. One value across a sweep's runs (scored on the same
     # pairs) gives them the same resamples, so effects between runs get paired CIs (bjexp.tracking.effects).
     bootstrap_seed: Optional[int] = None
-    max_pairs: Optional[int] = None  # evaluate a fixed subset (first N test pairs) for quick runs
+    # The pairs sampled and scored: test, or val to choose sampler settings without reading the test split
+    # (`python -m bjexp.train hydra.run.dir=<a copy of the run> eval.split=val resample=true sampler...`).
+    split: str = "test"
+    max_pairs: Optional[int] = None  # evaluate a fixed subset (the first N pairs of the split) for quick runs
     grid_pairs: int = 8
     # Consistency probes that run (metrics of eval.metrics that consume the generator; bjexp/eval/probes.py); [] = none.
     # The main job's 10 minutes hold these two (3 generations per probed prior); severity_monotonic, contradiction and

@@ -160,7 +160,8 @@ def latent_ratios(m: dict, info: dict[str, dict]) -> dict:
 def write_run_report(run_dir: Path, results: dict) -> Path:
     m, info = results["metrics"], metric_info(results)
     sides = [p for p in SIDES if any(k.startswith(p + "/") for k in m)]
-    body = ["# Run report", "", f"Run directory: `{run_dir}`", "",
+    split = results.get("split", "test")  # results written before eval.split scored the test split
+    body = ["# Run report", "", f"Run directory: `{run_dir}`", "", f"Scored on the **{split}** split.", "",
             "Headline metrics; patient-level bootstrap 95% CIs where the metric has one. "
             + "; ".join(f"`{p}` = {SIDES[p]}" for p in sides) + ".", ""]
     rows = {p: {k.replace(p, "test", 1): v for k, v in m.items() if k.startswith(p + "/")} for p in sides}
@@ -172,7 +173,7 @@ def write_run_report(run_dir: Path, results: dict) -> Path:
     c = results.get("counts", {})
     if c:
         changed = ", ".join(f"{k.rsplit('/', 1)[1]} {v}" for k, v in c.items() if k.startswith("test/n_changed/"))
-        body += ["", f"Test pairs: {c.get('test/n_pairs', '?')} from {c.get('test/n_patients', '?')} patients"
+        body += ["", f"{split.capitalize()} pairs: {c.get('test/n_pairs', '?')} from {c.get('test/n_patients', '?')} patients"
                  + (f"; pairs whose label changed: {changed}" if changed else "") + "."]
     if results.get("notes"):
         body += ["", "Notes:", *[f"- {n}" for n in results["notes"]]]
