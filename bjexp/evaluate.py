@@ -50,8 +50,8 @@ def run_generator(cfg: DictConfig, data, run_dir: Path):
 
 
 def evaluate(cfg: DictConfig, data, run_dir: Path, generator=None) -> dict:
-    """Score the run's samples against the manifest's rows of `eval.split` (priors and currents from the in-memory tables of
-    `data`, a workflow.Data); writes results.json, grid.png, report.md. `generator`: the run's (for the
+    """Score the run's samples against the manifest's rows of `eval.split` (priors and currents from the in-memory
+    tables of `data`, a workflow.Data); writes results.json, grid.png, report.md. `generator`: the run's (for the
     consistency probes, eval.probes); None = rebuilt from the run's checkpoint if a probe needs it."""
     run_dir = Path(run_dir)
     df = data.df

@@ -54,9 +54,9 @@ def conditions(data, rows, prompt: str = "text", cached: bool = True) -> dict:
 
 @torch.no_grad()
 def generate(cfg: DictConfig, data, generator, run_dir: Path, prompt: str = "text", cached: bool = True) -> Path:
-    """Fill the samples folder for the scored rows (`eval.split`) that have no PNG yet; returns it. PNGs are written by a thread
-    while the next batch samples. A generator with an autoencoder (`round_trip`) also writes the real currents'
-    round trips to `samples_vae/` (the latent's own ceiling, read beside the generated images)."""
+    """Fill the samples folder for the scored rows (`eval.split`) that have no PNG yet; returns it. PNGs are written
+    by a thread while the next batch samples. A generator with an autoencoder (`round_trip`) also writes the real
+    currents' round trips to `samples_vae/` (the latent's own ceiling, read beside the generated images)."""
     s = cfg.sampler
     out = sample_dir(run_dir)
     runstate.claim_samples(cfg, out)  # never mix samples made with other settings (resample=true starts afresh)

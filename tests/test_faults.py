@@ -516,7 +516,8 @@ def test_scoring_a_split_the_manifest_lacks_names_what_it_has():
 
     df = pd.DataFrame({"split": ["train", "train", "test"]})
     assert scored_rows(df, "test").tolist() == [2]
-    with pytest.raises(ConfigError, match=r"^eval\.split=val: the manifest has no val pairs \(it has train 2, test 1\); "):
+    with pytest.raises(ConfigError, match=r"^eval\.split=val: the manifest has no val pairs "
+                                          r"\(it has train 2, test 1\); "):
         scored_rows(df, "val")
 
 

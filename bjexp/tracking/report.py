@@ -173,7 +173,8 @@ def write_run_report(run_dir: Path, results: dict) -> Path:
     c = results.get("counts", {})
     if c:
         changed = ", ".join(f"{k.rsplit('/', 1)[1]} {v}" for k, v in c.items() if k.startswith("test/n_changed/"))
-        body += ["", f"{split.capitalize()} pairs: {c.get('test/n_pairs', '?')} from {c.get('test/n_patients', '?')} patients"
+        body += ["", f"{split.capitalize()} pairs: {c.get('test/n_pairs', '?')} from "
+                 f"{c.get('test/n_patients', '?')} patients"
                  + (f"; pairs whose label changed: {changed}" if changed else "") + "."]
     if results.get("notes"):
         body += ["", "Notes:", *[f"- {n}" for n in results["notes"]]]
